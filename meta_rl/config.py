@@ -250,6 +250,9 @@ def _is_mapping_type(tp: Any) -> bool:
 def _type_name(tp: Any) -> str:
     if isinstance(tp, type) and typing.get_origin(tp) is None:
         return "mapping" if dataclasses.is_dataclass(tp) else tp.__name__
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        return " or ".join(_type_name(a) for a in args if a is not type(None)) + " or null"
     return str(tp).replace("typing.", "")
 
 
@@ -278,13 +281,15 @@ def _check_tree(cls: Any, data: Any, prefix: str) -> None:
             _check_value(tp, value, f"{prefix}{key}")
 
 
-def _check_value(tp: Any, value: Any, path: str) -> None:
+def _check_value(tp: Any, value: Any, path: str, shown: str | None = None) -> None:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp in (int, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: {_type_message(tp, value)}")
-        if tp is int and not isinstance(value, int):
-            raise ConfigError(f"{path}: {_type_message(tp, value)}")
+        wrong = isinstance(value, bool) or not isinstance(value, (int, float))
+        if wrong or (tp is int and not isinstance(value, int)):
+            expected = shown or tp.__name__
+            raise ConfigError(
+                f"{path}: expected {expected}, got {value!r} ({type(value).__name__})"
+            )
         if not math.isfinite(value):
             raise ConfigError(f"{path}: must be finite, got {value}")
     elif origin is list and args and isinstance(value, list):
@@ -293,7 +298,7 @@ def _check_value(tp: Any, value: Any, path: str) -> None:
     elif origin in (typing.Union, types.UnionType) and value is not None:
         inner = [a for a in args if a is not type(None)]
         if len(inner) == 1:
-            _check_value(inner[0], value, path)
+            _check_value(inner[0], value, path, f"{_type_name(inner[0])} or null")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,7 +388,7 @@ def _check_env(env: EnvConfig) -> None:
     registry = gymnasium.envs.registry
     spec = registry.get(env_id)
     if spec is None:
-        close = difflib.get_close_matches(env_id, list(registry), n=1)
+        close = difflib.get_close_matches(env_id, list(registry), n=1, cutoff=0.85)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"env.id: unknown environment '{env.id}'{hint}")
     _check_env_kwargs(env, spec)
