@@ -88,7 +88,12 @@ class MetricLogger:
     def record(self, key: str, value: Any) -> None:
         """Set scalar `key` (namespaced: "return/pre_adapt") for the next dump; last value wins."""
         if hasattr(value, "item"):  # 0-d tensors and numpy scalars
-            value = value.item()
+            try:
+                value = value.item()
+            except (RuntimeError, ValueError):
+                raise TypeError(
+                    f"metric {key!r}: expected a scalar, got shape {tuple(value.shape)}"
+                ) from None
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"metric {key!r}: expected a real number, got {type(value).__name__}")
         self._values[key] = float(value)
