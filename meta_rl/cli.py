@@ -1,0 +1,135 @@
+"""`meta-rl` command line: train, envs, demo.
+
+Heavy modules (torch, the trainer, the MuJoCo envs) are imported inside the subcommands, so a
+bad config is reported in a fraction of a second. Exit codes: 0 ok, 2 usage or config error,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from meta_rl.config import ConfigError, default_run_dir, load_config
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meta-rl", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="meta-train from a YAML config (or resume a run)")
+    train.add_argument("config", nargs="?", type=Path, metavar="CONFIG", help="YAML config")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set algo.inner_lr=0.05 (repeatable)",
+    )
+    train.add_argument(
+        "--iterations", type=int, metavar="N", help="same as --set train.iterations=N"
+    )
+    train.add_argument("--seed", type=int, metavar="N", help="same as --set train.seed=N")
+    train.add_argument("--device", help="same as --set train.device=D (cpu, cuda, cuda:N, auto)")
+    train.add_argument("--run-dir", type=Path, help="output directory (default: runs/<name>)")
+    train.add_argument(
+        "--resume", type=Path, metavar="RUN_DIR", help="continue RUN_DIR with its config.yaml"
+    )
+    train.set_defaults(handler=_train)
+
+    envs = sub.add_parser("envs", help="list the registered task families")
+    envs.add_argument(
+        "--rollouts", type=int, metavar="N", help="also print the mean random-policy return"
+    )
+    envs.add_argument("--seed", type=int, default=0, help="seed of the random rollouts")
+    envs.set_defaults(handler=_envs)
+
+    demo = sub.add_parser("demo", help="a short end-to-end demonstration")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        _check_args(args, parser)
+    except SystemExit as exc:  # --help (0) and usage errors (2) return instead of exiting
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        return args.handler(args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("meta-rl: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Argument combinations argparse cannot express; errors exit 2 like argparse's own."""
+    if args.command == "train":
+        if args.resume is not None and (args.config is not None or args.run_dir is not None):
+            parser.error("train: --resume RUN_DIR takes the config and run dir from RUN_DIR")
+        if args.resume is None and args.config is None:
+            parser.error("train: give a CONFIG file, or --resume RUN_DIR")
+    elif args.command == "envs" and args.rollouts is not None and args.rollouts < 1:
+        parser.error("envs: --rollouts must be >= 1")
+
+
+def _train(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    for key, value in (
+        ("train.iterations", args.iterations),
+        ("train.seed", args.seed),
+        ("train.device", args.device),
+    ):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+
+    if args.resume is not None:
+        config = load_config(args.resume / "config.yaml", overrides)
+        run_dir = args.resume
+        from meta_rl.checkpoint import find_latest
+
+        if find_latest(run_dir) is None:
+            print(f"meta-rl: error: {run_dir}: no checkpoint to resume from", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        config = load_config(args.config, overrides)
+        run_dir = args.run_dir if args.run_dir is not None else default_run_dir(config)
+
+    train = importlib.import_module("meta_rl.trainer").train
+    print(f"run dir: {run_dir}", file=sys.stderr)
+    out = train(config, run_dir=run_dir, resume=args.resume)
+    print(out)
+    return 0
+
+
+def _envs(args: argparse.Namespace) -> int:
+    catalog = importlib.import_module("envs.catalog")
+    print(catalog.family_table())
+    if args.rollouts:
+        ids = catalog.family_ids()
+        width = max(map(len, ids), default=0)
+        print(f"\nmean return of a uniform random policy over {args.rollouts} episode(s):")
+        for env_id in ids:
+            mean = catalog.random_policy_return(env_id, args.rollouts, args.seed)
+            print(f"{env_id:<{width}}  {mean:12.3f}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    code = importlib.import_module("meta_rl.demo").main()
+    return code if isinstance(code, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
