@@ -1,0 +1,60 @@
+"""A batch of trajectories for several tasks, stored as dense time-major tensors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+
+@dataclass(frozen=True)
+class Episodes:
+    """Trajectories shaped ``[T, tasks, episodes, ...]`` with a validity mask.
+
+    Dense tensors (rather than lists of per-step dicts) keep every loss a handful of vectorised
+    ops. Episodes have variable length (Ant falls over, Navigation2D stops at the goal), so
+    ``mask`` marks valid steps. ``observations`` has one more time step than the rest: the
+    observation after the last valid step of each episode, needed to bootstrap a value on
+    truncation.
+    """
+
+    observations: torch.Tensor  # [T+1, N, E, obs_dim] float
+    actions: torch.Tensor  # [T, N, E, act_dim] float, or [T, N, E] long for discrete actions
+    rewards: torch.Tensor  # [T, N, E]
+    mask: torch.Tensor  # [T, N, E] float, 1.0 on valid steps
+    terminated: torch.Tensor  # [T, N, E] bool, true where the episode terminated
+    truncated: torch.Tensor  # [T, N, E] bool, true where the time limit cut the episode
+    log_probs: torch.Tensor  # [T, N, E] log-probability under the sampling policy (detached)
+
+    @property
+    def horizon(self) -> int:
+        return self.rewards.shape[0]
+
+    @property
+    def num_tasks(self) -> int:
+        return self.rewards.shape[1]
+
+    @property
+    def episodes_per_task(self) -> int:
+        return self.rewards.shape[2]
+
+    @property
+    def num_steps(self) -> int:
+        """Number of valid environment steps in the batch."""
+        return int(self.mask.sum().item())
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """Episode lengths ``[N, E]``."""
+        return self.mask.sum(dim=0).long()
+
+    def episode_returns(self) -> torch.Tensor:
+        """Undiscounted return of every episode, ``[N, E]``."""
+        return (self.rewards * self.mask).sum(dim=0)
+
+    def mean_return(self) -> float:
+        """Mean undiscounted episode return over all tasks and episodes."""
+        return self.episode_returns().mean().item()
+
+    def to(self, device: torch.device | str) -> Episodes:
+        return Episodes(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})

@@ -1,0 +1,99 @@
+"""Run any policy module with its own parameter set per task, in one call.
+
+The meta-learners never look inside a policy: they evaluate it through
+``torch.func.functional_call`` with a ``dict[str, Tensor]`` of parameters, vmapped over a
+leading task dimension. That is the "model-agnostic" claim made literal: any ``nn.Module``
+whose ``forward(obs)`` returns a ``torch.distributions.Distribution`` works unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor, nn
+from torch.distributions import Distribution, Independent, kl_divergence
+from torch.func import functional_call, vmap
+
+Params = dict[str, Tensor]
+
+
+def policy_params(policy: nn.Module) -> Params:
+    """The policy's trainable parameters as a name -> tensor dict."""
+    return {name: p for name, p in policy.named_parameters() if p.requires_grad}
+
+
+def expand_to_tasks(params: Params, num_tasks: int) -> Params:
+    """View shared parameters as per-task ones (no copy; gradients flow back to the shared)."""
+    return {k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in params.items()}
+
+
+def flatten_distribution(
+    dist: Distribution,
+) -> tuple[list[Tensor], Callable[[list[Tensor]], Distribution]]:
+    """Split a distribution into its parameter tensors and a function that rebuilds it.
+
+    ``vmap`` only returns tensors, so a distribution computed per task leaves vmap as its
+    parameters and is rebuilt outside with the task dimension in its batch shape.
+    """
+    if isinstance(dist, Independent):
+        leaves, rebuild_base = flatten_distribution(dist.base_dist)
+        ndims = dist.reinterpreted_batch_ndims
+        return leaves, lambda ts: Independent(rebuild_base(ts), ndims, validate_args=False)
+    state = vars(dist)
+    names = [name for name in dist.arg_constraints if name in state]
+    if "logits" in names and "probs" in names:  # lazily cached twin: keep one parametrisation
+        names.remove("probs")
+    if not names:
+        raise TypeError(
+            f"cannot batch {type(dist).__name__} over tasks: it exposes no parameters in "
+            "arg_constraints; return a Normal, Categorical, Independent, ... from forward()"
+        )
+    cls = type(dist)
+    return [state[n] for n in names], lambda ts: cls(
+        **dict(zip(names, ts, strict=True)), validate_args=False
+    )
+
+
+def task_distribution(
+    policy: nn.Module, params: Params, obs: Tensor, task_dim: int
+) -> Distribution:
+    """The policy's action distribution with ``params[k][i]`` applied to task ``i``.
+
+    ``obs`` holds the task index in dimension ``task_dim``; the returned distribution has the
+    batch shape of ``obs`` without its last (feature) dimension.
+    """
+    rebuild: list[Callable[[list[Tensor]], Distribution]] = []
+
+    def leaves(task_params: Params, task_obs: Tensor) -> tuple[Tensor, ...]:
+        tensors, rebuild_fn = flatten_distribution(
+            functional_call(policy, task_params, (task_obs,))
+        )
+        rebuild.append(rebuild_fn)
+        return tuple(tensors)
+
+    tensors = vmap(leaves, in_dims=(0, task_dim), out_dims=task_dim)(params, obs)
+    return rebuild[0](list(tensors))
+
+
+def task_log_probs(
+    policy: nn.Module, params: Params, obs: Tensor, actions: Tensor, task_dim: int
+) -> Tensor:
+    """Log-probabilities of ``actions`` under each task's parameters (one vmapped call)."""
+
+    def log_prob(task_params: Params, task_obs: Tensor, task_actions: Tensor) -> Tensor:
+        return functional_call(policy, task_params, (task_obs,)).log_prob(task_actions)
+
+    return vmap(log_prob, in_dims=(0, task_dim, task_dim), out_dims=task_dim)(params, obs, actions)
+
+
+def task_kl(
+    policy: nn.Module, old_params: Params, new_params: Params, obs: Tensor, task_dim: int
+) -> Tensor:
+    """KL(pi_old || pi_new) per observation, each task with its own pair of parameter sets."""
+
+    def kl(old: Params, new: Params, task_obs: Tensor) -> Tensor:
+        old_dist = functional_call(policy, old, (task_obs,))
+        new_dist = functional_call(policy, new, (task_obs,))
+        return kl_divergence(old_dist, new_dist)
+
+    return vmap(kl, in_dims=(0, 0, task_dim), out_dims=task_dim)(old_params, new_params, obs)

@@ -1,0 +1,173 @@
+"""MAML with a TRPO meta-update (Finn et al. 2017, sec. 5.3), second order by default."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from meta_rl.adaptation import InnerBatch, adapt_steps
+from meta_rl.episodes import Episodes
+from meta_rl.functional import (
+    Params,
+    expand_to_tasks,
+    flatten_distribution,
+    policy_params,
+    task_distribution,
+    task_kl,
+    task_log_probs,
+)
+from meta_rl.trpo import (
+    backtracking_line_search,
+    conjugate_gradient,
+    double_backward_fvp,
+    flat,
+    gauss_newton_fvp,
+    unflat,
+)
+
+
+@dataclass(frozen=True)
+class MAMLTRPOSettings:
+    """Hyperparameters of the MAML-TRPO meta-learner (defaults: the paper's)."""
+
+    inner_lr: float = 0.1  # step size of the inner policy-gradient step(s)
+    first_order: bool = False  # drop the second-order terms of the meta-gradient (FOMAML)
+    max_kl: float = 0.01  # trust region: mean KL of the adapted policies per meta-update
+    cg_iters: int = 10  # conjugate-gradient iterations on the Fisher system
+    cg_damping: float = 1e-5  # Tikhonov damping added to every Fisher-vector product
+    ls_max_steps: int = 15  # backtracking line-search steps before rejecting the update
+    ls_backtrack_ratio: float = 0.8  # step shrink factor per line-search step
+    fvp: str = "gauss_newton"  # "gauss_newton" (fast, exact at the old point) or "double_backward"
+
+
+def task_masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean over valid steps of each task, then over tasks (every task weighs the same)."""
+    per_task = (values * mask).sum(dim=(0, 2)) / mask.sum(dim=(0, 2)).clamp_min(1.0)
+    return per_task.mean()
+
+
+@dataclass(frozen=True)
+class MetaUpdateStats:
+    surrogate_before: float
+    surrogate_after: float
+    kl: float
+    line_search_steps: int
+    accepted: bool
+    cg_residual: float
+    grad_norm: float
+
+
+class MAMLTRPO:
+    """Meta-learner: inner REINFORCE steps per task, TRPO step on the post-adaptation surrogate.
+
+    The outer objective is the importance-weighted surrogate of the adapted policies on fresh
+    (post-adaptation) episodes; its gradient flows back through the inner steps
+    (``create_graph=True``) to the shared initial parameters. The trust region is the mean KL
+    between the adapted policies before and after the update, also through the adaptation.
+    """
+
+    def __init__(self, policy: nn.Module, settings: MAMLTRPOSettings) -> None:
+        if settings.fvp not in ("gauss_newton", "double_backward"):
+            raise ValueError(
+                f"fvp must be 'gauss_newton' or 'double_backward', got {settings.fvp!r}"
+            )
+        self.policy = policy
+        self.settings = settings
+
+    def adapted_params(self, theta: Params, inner: list[InnerBatch], create_graph: bool) -> Params:
+        num_tasks = inner[0].episodes.num_tasks
+        return adapt_steps(
+            self.policy,
+            expand_to_tasks(theta, num_tasks),
+            inner,
+            self.settings.inner_lr,
+            first_order=self.settings.first_order,
+            create_graph=create_graph,
+        )
+
+    def surrogate(
+        self, adapted: Params, valid: Episodes, advantages: Tensor, old_log_probs: Tensor
+    ) -> Tensor:
+        """Importance-weighted policy-gradient loss of the adapted policies (to minimise)."""
+        log_probs = task_log_probs(
+            self.policy, adapted, valid.observations[:-1], valid.actions, task_dim=1
+        )
+        ratio = torch.exp(log_probs - old_log_probs)
+        return -task_masked_mean(ratio * advantages, valid.mask)
+
+    def meta_loss(
+        self,
+        theta: Params,
+        inner: list[InnerBatch],
+        valid: Episodes,
+        advantages: Tensor,
+        old_log_probs: Tensor,
+    ) -> Tensor:
+        """Surrogate as a differentiable function of the initial parameters ``theta``."""
+        adapted = self.adapted_params(theta, inner, create_graph=True)
+        return self.surrogate(adapted, valid, advantages, old_log_probs)
+
+    def step(self, inner: list[InnerBatch], valid: Episodes, advantages: Tensor) -> MetaUpdateStats:
+        """One TRPO meta-update of the policy's parameters in place."""
+        s = self.settings
+        theta = policy_params(self.policy)
+        names, leaves = list(theta), list(theta.values())
+        adapted = self.adapted_params(theta, inner, create_graph=True)
+        old_adapted = {k: v.detach() for k, v in adapted.items()}
+        obs = valid.observations[:-1]
+        with torch.no_grad():
+            old_log_probs = task_log_probs(self.policy, old_adapted, obs, valid.actions, 1)
+        loss = self.surrogate(adapted, valid, advantages, old_log_probs)
+        grad = flat(torch.autograd.grad(loss, leaves, retain_graph=True))
+
+        fvp = self._fisher_vector_product(adapted, old_adapted, valid, leaves)
+        direction, residual = conjugate_gradient(fvp, grad, s.cg_iters)
+        shs = 0.5 * (direction @ fvp(direction))
+        scale = torch.sqrt(s.max_kl / shs.clamp_min(1e-12))
+        full_step = -scale * direction
+
+        def evaluate(candidate: Tensor) -> tuple[float, float]:
+            values = (p.detach().requires_grad_(True) for p in unflat(candidate, leaves))
+            params = dict(zip(names, values, strict=True))
+            new_adapted = self.adapted_params(params, inner, create_graph=False)
+            with torch.no_grad():
+                new_adapted = {k: v.detach() for k, v in new_adapted.items()}
+                new_loss = self.surrogate(new_adapted, valid, advantages, old_log_probs)
+                kl = task_masked_mean(
+                    task_kl(self.policy, old_adapted, new_adapted, obs, 1), valid.mask
+                )
+            return new_loss.item(), kl.item()
+
+        start = flat([p.detach() for p in leaves])
+        new_theta, result = backtracking_line_search(
+            evaluate, start, full_step, loss.item(), s.max_kl, s.ls_max_steps, s.ls_backtrack_ratio
+        )
+        with torch.no_grad():
+            for p, value in zip(leaves, unflat(new_theta, leaves), strict=True):
+                p.copy_(value)
+        return MetaUpdateStats(
+            surrogate_before=loss.item(),
+            surrogate_after=result.loss if result.accepted else loss.item(),
+            kl=result.kl if result.accepted else 0.0,
+            line_search_steps=result.steps,
+            accepted=result.accepted,
+            cg_residual=residual,
+            grad_norm=float(grad.norm()),
+        )
+
+    def _fisher_vector_product(
+        self, adapted: Params, old_adapted: Params, valid: Episodes, leaves: list[Tensor]
+    ) -> Callable[[Tensor], Tensor]:
+        s = self.settings
+        obs, mask = valid.observations[:-1], valid.mask
+        if s.fvp == "double_backward":
+            kl = task_masked_mean(task_kl(self.policy, old_adapted, adapted, obs, 1), mask)
+            return double_backward_fvp(kl, leaves, s.cg_damping)
+        dist = task_distribution(self.policy, adapted, obs, task_dim=1)
+        dist_leaves, rebuild = flatten_distribution(dist)
+        # task_masked_mean as per-step weights: the KL Hessian in distribution space
+        weights = mask / mask.sum(dim=(0, 2), keepdim=True).clamp_min(1.0) / mask.shape[1]
+        return gauss_newton_fvp(dist_leaves, rebuild, weights, leaves, s.cg_damping)

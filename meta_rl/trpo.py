@@ -1,0 +1,130 @@
+"""TRPO machinery: conjugate gradient, Fisher-vector products, backtracking line search."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.distributions import kl_divergence
+
+Vector = Tensor
+
+
+def flat(tensors: Sequence[Tensor]) -> Vector:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def unflat(vector: Vector, like: Sequence[Tensor]) -> list[Tensor]:
+    out, offset = [], 0
+    for t in like:
+        out.append(vector[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
+    return out
+
+
+def conjugate_gradient(
+    matvec: Callable[[Vector], Vector], b: Vector, iterations: int, tol: float = 1e-10
+) -> tuple[Vector, float]:
+    """Approximately solve ``A x = b`` for SPD ``A`` given only ``x -> A x``.
+
+    Returns the solution and the norm of the final residual ``b - A x`` (logged as
+    ``trpo/cg_residual``: a large one means the Fisher system was not solved).
+    """
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = b.clone()
+    r_dot = r @ r
+    for _ in range(iterations):
+        if r_dot <= tol:
+            break
+        ap = matvec(p)
+        alpha = r_dot / (p @ ap)
+        x = x + alpha * p
+        r = r - alpha * ap
+        new_r_dot = r @ r
+        p = r + (new_r_dot / r_dot) * p
+        r_dot = new_r_dot
+    return x, float(torch.sqrt(r_dot))
+
+
+def double_backward_fvp(
+    kl: Tensor, params: Sequence[Tensor], damping: float
+) -> Callable[[Vector], Vector]:
+    """``v -> (H_kl + damping I) v`` by differentiating the KL twice (reference form).
+
+    The KL gradient graph is built once and reused by every product.
+    """
+    grads = flat(torch.autograd.grad(kl, params, create_graph=True))
+
+    def fvp(v: Vector) -> Vector:
+        hv = torch.autograd.grad(grads @ v, params, retain_graph=True)
+        return flat(hv) + damping * v
+
+    return fvp
+
+
+def gauss_newton_fvp(
+    dist_leaves: Sequence[Tensor],
+    rebuild: Callable[[list[Tensor]], torch.distributions.Distribution],
+    weights: Tensor,
+    params: Sequence[Tensor],
+    damping: float,
+) -> Callable[[Vector], Vector]:
+    """``v -> (J^T M J + damping I) v``: the exact KL Hessian at the old parameters.
+
+    ``J`` is the Jacobian of the distribution's parameter tensors ``dist_leaves`` w.r.t.
+    ``params`` (through the whole adaptation), and ``M`` the Hessian of the weighted KL w.r.t.
+    those distribution parameters. At the old parameters the KL gradient is zero, so the
+    Hessian's second term vanishes and this equals the double-backward product, but it never
+    differentiates the adaptation three times. ``M`` is computed by autograd on the KL formula
+    alone (no network), so any torch distribution works. ``J v`` uses the double-vjp trick:
+    ``J^T u`` is linear in a dummy ``u``, so differentiating it w.r.t. ``u`` gives ``J v``.
+    """
+    leaves = list(dist_leaves)
+    anchors = [leaf.detach() for leaf in leaves]
+    free = [a.clone().requires_grad_(True) for a in anchors]
+    weighted_kl = (kl_divergence(rebuild(anchors), rebuild(free)) * weights).sum()
+    kl_grad = torch.autograd.grad(weighted_kl, free, create_graph=True)
+    dummies = [torch.zeros_like(leaf, requires_grad=True) for leaf in leaves]
+    jt_u = torch.autograd.grad(leaves, params, grad_outputs=dummies, create_graph=True)
+
+    def fvp(v: Vector) -> Vector:
+        jv = torch.autograd.grad(flat(jt_u) @ v, dummies, retain_graph=True)
+        mjv = torch.autograd.grad(kl_grad, free, grad_outputs=jv, retain_graph=True)
+        jt_mjv = torch.autograd.grad(leaves, params, grad_outputs=mjv, retain_graph=True)
+        return flat(jt_mjv) + damping * v
+
+    return fvp
+
+
+@dataclass(frozen=True)
+class LineSearchResult:
+    accepted: bool
+    steps: int  # backtracking steps taken (== max_steps when nothing was accepted)
+    loss: float
+    kl: float
+
+
+def backtracking_line_search(
+    evaluate: Callable[[Vector], tuple[float, float]],
+    start: Vector,
+    full_step: Vector,
+    loss_before: float,
+    max_kl: float,
+    max_steps: int,
+    ratio: float,
+) -> tuple[Vector, LineSearchResult]:
+    """Shrink ``full_step`` by ``ratio`` until the loss improves and the KL stays in bound.
+
+    ``evaluate(params_vector) -> (loss, kl)``. When no step qualifies, returns ``start``
+    unchanged: a rejected update never moves the parameters.
+    """
+    loss, kl = loss_before, 0.0
+    for step in range(max_steps):
+        candidate = start + (ratio**step) * full_step
+        loss, kl = evaluate(candidate)
+        if loss < loss_before and kl <= max_kl:
+            return candidate, LineSearchResult(True, step, loss, kl)
+    return start, LineSearchResult(False, max_steps, loss, kl)
