@@ -395,7 +395,12 @@ def _check_env(env: EnvConfig) -> None:
 
 
 def _check_env_kwargs(env: EnvConfig, spec: Any) -> None:
-    """Reject kwargs the family's constructor does not take (loads the class, builds nothing)."""
+    """Reject kwargs the family's constructor cannot take (loads the class, builds nothing).
+
+    A class `__init__` with `**kwargs` is assumed to forward them up its MRO (as the MuJoCo
+    families do into Gymnasium's v5 envs), so the names of the base `__init__`s count too; if
+    the chain never ends in an `__init__` without `**kwargs`, nothing is rejected.
+    """
     if not env.kwargs:
         return
     creator = spec.entry_point
@@ -403,13 +408,22 @@ def _check_env_kwargs(env: EnvConfig, spec: Any) -> None:
         from gymnasium.envs.registration import load_env_creator
 
         creator = load_env_creator(creator)
-    try:
-        params = inspect.signature(creator).parameters.values()
-    except (TypeError, ValueError):  # builtins / C callables: nothing to check against
+    inits = (
+        [c.__dict__["__init__"] for c in creator.__mro__ if "__init__" in c.__dict__]
+        if isinstance(creator, type)
+        else [creator]
+    )
+    names: set[str] = set()
+    for init in inits:
+        try:
+            params = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):  # C-level __init__: nothing to check against
+            return
+        names |= {p.name for p in params if p.kind is not inspect.Parameter.POSITIONAL_ONLY}
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            break
+    else:
         return
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return
-    names = {p.name for p in params if p.kind is not inspect.Parameter.POSITIONAL_ONLY}
     for key in env.kwargs:
         if key not in names:
             raise ConfigError(f"unknown key 'env.kwargs.{key}': {env.id} takes no argument '{key}'")

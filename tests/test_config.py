@@ -297,3 +297,52 @@ def test_run_name_and_default_run_dir():
     assert run_name(cfg, now) == "Dummy-v0__maml_trpo__3__20240506-070809"
     assert default_run_dir(cfg, now=now) == Path("runs/Dummy-v0__maml_trpo__3__20240506-070809")
     assert default_run_dir(cfg, "out", now) == Path("out/Dummy-v0__maml_trpo__3__20240506-070809")
+
+
+class BaseWithNames(gymnasium.Env):
+    def __init__(self, frame_skip: int = 5, render_mode: str | None = None) -> None:
+        raise AssertionError("never built")
+
+
+class ForwardsKwargs(BaseWithNames):
+    def __init__(self, velocity_range: tuple[float, float] = (0.0, 2.0), **kwargs) -> None:
+        super().__init__(**kwargs)
+
+
+class OpenEnded(gymnasium.Env):
+    def __init__(self, **kwargs) -> None:
+        raise AssertionError("never built")
+
+
+@pytest.mark.parametrize(
+    ("entry_point", "kwargs", "bad_key"),
+    [
+        (ForwardsKwargs, {"velocity_range": [0, 3], "frame_skip": 2, "render_mode": None}, None),
+        (ForwardsKwargs, {"velocity_range": [0, 3], "frame_skp": 2}, "frame_skp"),
+        (OpenEnded, {"anything": 1}, None),  # **kwargs to nowhere known: cannot judge, accept
+    ],
+)
+def test_env_kwargs_checked_through_forwarding_constructors(entry_point, kwargs, bad_key):
+    gymnasium.register("MetaRLTest/Fwd-v0", entry_point=entry_point)
+    try:
+        data = {"env": {"id": "MetaRLTest/Fwd-v0", "kwargs": kwargs}}
+        if bad_key is None:
+            assert config_from_dict(data).env.kwargs == kwargs
+        else:
+            with pytest.raises(
+                ConfigError, match=rf"^config error: unknown key 'env.kwargs.{bad_key}'"
+            ):
+                config_from_dict(data)
+    finally:
+        del gymnasium.envs.registry["MetaRLTest/Fwd-v0"]
+
+
+def test_real_family_kwargs_are_checked_without_building_it():
+    pytest.importorskip("envs")
+    if "MetaRL/HalfCheetahVel-v0" not in gymnasium.envs.registry:
+        pytest.skip("HalfCheetahVel not registered")
+    data = {"env": {"id": "MetaRL/HalfCheetahVel-v0"}}
+    cfg = config_from_dict(data, ["env.kwargs.velocity_range=[0, 3]", "env.kwargs.frame_skip=5"])
+    assert cfg.env.kwargs == {"velocity_range": [0, 3], "frame_skip": 5}
+    with pytest.raises(ConfigError, match=r"^config error: unknown key 'env.kwargs.velocty_range'"):
+        config_from_dict(data, ["env.kwargs.velocty_range=[0, 3]"])
