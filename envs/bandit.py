@@ -44,8 +44,6 @@ class BernoulliBanditEnv(TaskEnv):
     * v0: Initial version (registered as `Bandit-K5-v0`, `Bandit-K10-v0`, `Bandit-K50-v0`).
     """
 
-    metadata = {"render_modes": []}  # noqa: RUF012 (gymnasium convention)
-
     def __init__(self, k: int = 5) -> None:
         EzPickle.__init__(self, k=k)
         if k < 1:

@@ -51,15 +51,20 @@ def task_to_arrays(task: Mapping[str, Any], task_space: spaces.Dict) -> dict[str
             if not _is_integer(value):
                 raise ValueError(f"task[{key!r}] = {value!r} is not an integer")
             converted: Any = int(value)
+            inside = space.contains(converted)
         elif isinstance(space, spaces.Box):
-            converted = np.asarray(value, dtype=space.dtype)
+            # Floats are kept in float64 whatever the Box dtype (gymnasium defaults to float32),
+            # so a task survives set -> get -> JSON unchanged.
+            dtype = np.float64 if np.issubdtype(space.dtype, np.floating) else space.dtype
+            converted = np.asarray(value, dtype=dtype)
             if converted.shape != space.shape:
                 raise ValueError(
                     f"task[{key!r}] has shape {converted.shape}, expected {space.shape}"
                 )
+            inside = bool(np.all(converted >= space.low) and np.all(converted <= space.high))
         else:
             raise TypeError(f"task space entry {key!r} must be Box or Discrete, got {space}")
-        if not space.contains(converted):
+        if not inside:
             raise ValueError(f"task[{key!r}] = {to_plain(converted)!r} is outside {space}")
         out[key] = converted
     return out

@@ -57,7 +57,6 @@ class Navigation2DEnv(TaskEnv):
       pytorch-maml-rl `navigation.py`.
     """
 
-    metadata = {"render_modes": []}  # noqa: RUF012 (gymnasium convention)
     task_description = "goal ~ U[-0.5, 0.5]^2"
 
     def __init__(self, goal_low: float = -0.5, goal_high: float = 0.5) -> None:

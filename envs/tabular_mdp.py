@@ -51,8 +51,6 @@ class TabularMDPEnv(TaskEnv):
     * v0: Initial version.
     """
 
-    metadata = {"render_modes": []}  # noqa: RUF012 (gymnasium convention)
-
     def __init__(self, num_states: int = 10, num_actions: int = 5, reward_std: float = 1.0) -> None:
         EzPickle.__init__(
             self, num_states=num_states, num_actions=num_actions, reward_std=reward_std

@@ -1,0 +1,71 @@
+"""The family listing behind `meta-rl envs`, and a random-policy reference return (no torch)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+NAMESPACE = "MetaRL"
+
+
+def family_ids() -> list[str]:
+    """Every id registered under `MetaRL/` (importing `envs` registered ours), in order."""
+    return [env_id for env_id, spec in gym.registry.items() if spec.namespace == NAMESPACE]
+
+
+def describe_space(space: spaces.Space) -> str:
+    """A short space description: `Box(17,) float64`, `Box(2,) [-0.1, 0.1] float32`."""
+    if isinstance(space, spaces.Box):
+        bounds = ""
+        if space.is_bounded() and np.ptp(space.low) == 0 and np.ptp(space.high) == 0:
+            bounds = f"[{space.low.flat[0]:g}, {space.high.flat[0]:g}] "
+        return f"Box{space.shape} {bounds}{space.dtype}"
+    if isinstance(space, spaces.Discrete):
+        return f"Discrete({space.n})"
+    return str(space)
+
+
+def family_table() -> str:
+    """A plain-text table of every MetaRL/ family: task distribution, horizon, spaces."""
+    header = ("id", "task distribution", "horizon", "observation", "action")
+    rows = [header]
+    for env_id in family_ids():
+        env = gym.make(env_id)
+        rows.append(
+            (
+                env_id,
+                env.unwrapped.task_description,
+                str(env.spec.max_episode_steps),
+                describe_space(env.observation_space),
+                describe_space(env.action_space),
+            )
+        )
+        env.close()
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def random_policy_return(env_id: str, episodes: int, seed: int) -> float:
+    """Mean undiscounted return of uniformly random actions, one fresh task per episode.
+
+    Reproducible: tasks, resets and actions are all drawn from generators seeded by `seed`.
+    """
+    if episodes < 1:
+        raise ValueError(f"need episodes >= 1, got {episodes}")
+    rng = np.random.default_rng(seed)
+    env = gym.make(env_id)
+    env.action_space.seed(seed)
+    returns = []
+    for task in env.unwrapped.sample_tasks(episodes, rng):
+        env.reset(seed=int(rng.integers(2**31)), options={"task": task})
+        total, done = 0.0, False
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return float(np.mean(returns))

@@ -1,0 +1,212 @@
+"""Conformance kit for task families: `check_task_env("MyNS/MyFamily-v0")` in one line.
+
+Each check raises `TaskEnvError` (an `AssertionError`) whose message starts with the family's
+name and says what broke, so a failing CI log is enough to fix the family.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.utils.env_checker import check_env
+
+from envs.base import TaskEnv, task_to_arrays
+
+__all__ = ["TaskEnvError", "check_task_env"]
+
+
+class TaskEnvError(AssertionError):
+    """A task family breaks the task-env contract."""
+
+
+def check_task_env(env_id_or_env: str | gym.Env, *, seed: int = 0) -> None:
+    """Checks a task family against the contract the samplers and meta-learners rely on.
+
+    Args:
+        env_id_or_env: a registered id (made with `gymnasium.make`) or an env instance.
+        seed: seeds every generator used, so a failure reproduces.
+
+    Raises:
+        TaskEnvError: naming the family and the broken property.
+    """
+    env = gym.make(env_id_or_env) if isinstance(env_id_or_env, str) else env_id_or_env
+    base = env.unwrapped
+    name = env.spec.id if env.spec is not None else type(base).__name__
+
+    def ensure(condition: bool, message: str) -> None:
+        if not condition:
+            raise TaskEnvError(f"{name}: {message}")
+
+    ensure(isinstance(base, TaskEnv), f"{type(base).__name__} does not subclass envs.TaskEnv")
+    ensure(
+        isinstance(base.task_description, str)
+        and base.task_description.strip() != ""
+        and "\n" not in base.task_description,
+        "task_description must be a non-empty one-line string",
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # e.g. "Box bound is infinity"
+            check_env(base, skip_render_check=True, skip_close_check=True)
+    except Exception as error:
+        raise TaskEnvError(f"{name}: gymnasium check_env failed: {error!r}") from error
+
+    tasks = _check_sampling(base, seed, ensure)
+    _check_json_and_roundtrip(base, tasks, ensure)
+    # Two different tasks (a discrete family can draw the same task twice in a row).
+    first = tasks[0]
+    second = next(t for t in tasks if _canonical(t) != _canonical(first))
+    _check_reset_option(env, second, seed, ensure)
+    _check_reward_depends_on_task(env, first, second, seed, ensure)
+    _check_pickle(base, second, ensure)
+    _check_vector_env(base, [first, second, first], seed, ensure)
+
+
+Ensure = Callable[[bool, str], None]
+
+
+def _canonical(task: Any) -> str:
+    return json.dumps(task, sort_keys=True)
+
+
+def _check_sampling(base: TaskEnv, seed: int, ensure: Ensure) -> list[dict[str, Any]]:
+    global_state = np.random.get_state()
+    tasks = base.sample_tasks(8, np.random.default_rng(seed))
+    again = base.sample_tasks(8, np.random.default_rng(seed))
+    other = base.sample_tasks(8, np.random.default_rng(seed + 1))
+    ensure(
+        _same_global_state(global_state, np.random.get_state()),
+        "sample_tasks used the global np.random; draw from the rng argument only",
+    )
+    ensure(
+        isinstance(tasks, list) and len(tasks) == 8 and all(isinstance(t, dict) for t in tasks),
+        f"sample_tasks(8, rng) must return a list of 8 dicts, got {type(tasks).__name__}",
+    )
+    for task in tasks:
+        try:
+            json.dumps(task)
+        except TypeError as error:
+            ensure(False, f"sampled task is not JSON-serialisable ({error}); use plain floats")
+    ensure(
+        [_canonical(t) for t in tasks] == [_canonical(t) for t in again],
+        "sample_tasks is not reproducible: the same seed gave different tasks",
+    )
+    ensure(
+        [_canonical(t) for t in tasks] != [_canonical(t) for t in other],
+        "sample_tasks gave the same tasks for different seeds",
+    )
+    ensure(len({_canonical(t) for t in tasks}) > 1, "sample_tasks gave 8 identical tasks in a row")
+    for task in tasks:
+        try:
+            task_to_arrays(task, base.task_space)
+        except (ValueError, TypeError) as error:
+            ensure(False, f"sampled task {task} is outside task_space: {error}")
+    return tasks
+
+
+def _same_global_state(a: tuple, b: tuple) -> bool:
+    return a[0] == b[0] and np.array_equal(a[1], b[1]) and a[2:] == b[2:]
+
+
+def _check_json_and_roundtrip(base: TaskEnv, tasks: list[dict], ensure: Ensure) -> None:
+    for task in tasks:
+        loaded = json.loads(json.dumps(task))
+        ensure(loaded == task, f"task {task} changes through json.dumps/json.loads")
+        try:
+            base.task = loaded
+        except Exception as error:
+            ensure(False, f"env rejects its own JSON round-tripped task {loaded}: {error!r}")
+        got = base.task
+        ensure(
+            _canonical(got) == _canonical(task),
+            f"task set/get round trip: set {task}, got {got}",
+        )
+        got["__mutated__"] = True
+        ensure("__mutated__" not in base.task, "the task getter returns the env's own dict")
+
+
+def _check_reset_option(env: gym.Env, task: dict, seed: int, ensure: Ensure) -> None:
+    env.reset(seed=seed, options={"task": task})
+    ensure(
+        _canonical(env.unwrapped.task) == _canonical(task),
+        'reset(options={"task": t}) did not set the task',
+    )
+    env.reset(seed=seed)
+    ensure(
+        _canonical(env.unwrapped.task) == _canonical(task),
+        "reset() without a task option changed the task",
+    )
+
+
+def _rollout_rewards(env: gym.Env, task: dict, seed: int, steps: int) -> list[float]:
+    """Rewards of `steps` steps of seeded random actions, re-resetting at episode ends."""
+    env.action_space.seed(seed)
+    env.reset(seed=seed, options={"task": task})
+    rewards = []
+    for episode in range(1, steps + 1):
+        _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+        rewards.append(float(reward))
+        if terminated or truncated:
+            env.reset(seed=seed + episode)
+    return rewards
+
+
+def _check_reward_depends_on_task(
+    env: gym.Env, first: dict, second: dict, seed: int, ensure: Ensure
+) -> None:
+    rewards_first = _rollout_rewards(env, first, seed, 50)
+    rewards_second = _rollout_rewards(env, second, seed, 50)
+    ensure(
+        not np.allclose(rewards_first, rewards_second),
+        "the reward ignores the task: two different tasks gave the same rewards over 50 steps "
+        "with the same seed and actions",
+    )
+
+
+def _check_pickle(base: TaskEnv, task: dict, ensure: Ensure) -> None:
+    base.task = task
+    try:
+        clone = pickle.loads(pickle.dumps(base))
+    except Exception as error:
+        ensure(False, f"does not pickle ({error!r}); call EzPickle.__init__ with the kwargs")
+    ensure(
+        _canonical(clone.task) == _canonical(task),
+        f"unpickled env has task {clone.task}, expected {task}",
+    )
+    clone.close()
+
+
+def _check_vector_env(base: TaskEnv, wanted: list[dict], seed: int, ensure: Ensure) -> None:
+    spec = base.spec
+
+    def make() -> gym.Env:
+        # A registered family goes through its wrappers; a bare instance is cloned by pickle.
+        return gym.make(spec) if spec is not None else pickle.loads(pickle.dumps(base))
+
+    vec = gym.vector.SyncVectorEnv([make for _ in range(3)])
+    try:
+        vec.set_attr("task", wanted)
+        got = list(vec.get_attr("task"))
+        ensure(
+            [_canonical(t) for t in got] == [_canonical(t) for t in wanted],
+            f"SyncVectorEnv.set_attr('task', tasks) then get_attr gave {got}, not {wanted}",
+        )
+        for sub_env, task in zip(vec.envs, wanted, strict=True):
+            ensure(
+                _canonical(sub_env.unwrapped.task) == _canonical(task),
+                "set_attr('task') did not reach the base env (a wrapper shadows `task`)",
+            )
+        vec.reset(seed=seed)
+        got = list(vec.get_attr("task"))
+        ensure(
+            [_canonical(t) for t in got] == [_canonical(t) for t in wanted],
+            "vector reset() changed the sub-envs' tasks",
+        )
+    finally:
+        vec.close()

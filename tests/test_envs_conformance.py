@@ -1,0 +1,175 @@
+"""The conformance kit on every registered family, on broken families, and the catalog."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium import spaces
+from gymnasium.utils import EzPickle
+
+import envs
+from envs import TaskEnv
+from envs.catalog import family_table, random_policy_return
+from envs.testing import TaskEnvError, check_task_env
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("env_id", envs.FAMILY_IDS)
+def test_every_registered_family_passes_the_kit(env_id):
+    check_task_env(env_id, seed=0)
+
+
+def test_make_with_module_prefix_in_a_fresh_process():
+    code = (
+        "import sys, gymnasium as gym\n"
+        "assert 'envs' not in sys.modules\n"
+        f"ids = {list(envs.FAMILY_IDS)!r}\n"
+        "for env_id in ids:\n"
+        "    env = gym.make('envs:' + env_id)\n"
+        "    env.reset(seed=0)\n"
+        "    env.step(env.action_space.sample())\n"
+        "print(len(ids))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "10"
+
+
+class _Line(TaskEnv):
+    """A 1-D point family; subclasses break one rule each."""
+
+    def __init__(self) -> None:
+        EzPickle.__init__(self)
+        self._setup()
+
+    def _setup(self) -> None:
+        self.task_description = "goal ~ U[-1, 1]"
+        self.task_space = spaces.Dict({"goal": spaces.Box(-1.0, 1.0, shape=())})
+        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(1,), dtype=np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        self.task = {"goal": 0.0}
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[dict]:
+        return [{"goal": float(g)} for g in rng.uniform(-1, 1, n)]
+
+    def _apply_task(self, task: dict[str, Any]) -> None:
+        self._goal = float(task["goal"])
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed, options=options)
+        self._x = 0.0
+        return np.array([self._x], np.float32), {}
+
+    def step(self, action):
+        self._x += float(action[0])
+        return np.array([self._x], np.float32), self._reward(), False, False, {}
+
+    def _reward(self) -> float:
+        return -abs(self._x - self._goal)
+
+
+class IgnoresTaskEnv(_Line):
+    def _reward(self) -> float:
+        return -abs(self._x)
+
+
+class GlobalRngEnv(_Line):
+    def sample_tasks(self, n, rng):
+        return [{"goal": float(g)} for g in np.random.uniform(-1, 1, n)]
+
+
+class NumpyTaskEnv(_Line):
+    def sample_tasks(self, n, rng):
+        return [{"goal": g} for g in rng.uniform(-1, 1, n)]  # np.float64 is JSON-able...
+
+
+class ArrayTaskEnv(_Line):
+    def sample_tasks(self, n, rng):
+        return [{"goal": np.array(g)} for g in rng.uniform(-1, 1, n)]  # ...a 0-d array is not
+
+
+class OutOfSpaceEnv(_Line):
+    def sample_tasks(self, n, rng):
+        return [{"goal": float(g)} for g in rng.uniform(-2, 2, n)]
+
+
+class NotPicklableEnv(_Line):
+    def __init__(self) -> None:
+        self._setup()  # forgot EzPickle.__init__
+
+
+def test_the_sound_line_family_passes():
+    check_task_env(_Line())
+
+
+@pytest.mark.parametrize(
+    ("family", "message"),
+    [
+        (IgnoresTaskEnv, "IgnoresTaskEnv: the reward ignores the task"),
+        (GlobalRngEnv, "GlobalRngEnv: sample_tasks used the global np.random"),
+        (ArrayTaskEnv, "ArrayTaskEnv: sampled task is not JSON-serialisable"),
+        (OutOfSpaceEnv, "OutOfSpaceEnv: sampled task .* is outside task_space"),
+        (NotPicklableEnv, "NotPicklableEnv: does not pickle"),
+    ],
+)
+def test_broken_families_fail_with_a_message_naming_them(family, message):
+    with pytest.raises(TaskEnvError, match=message):
+        check_task_env(family())
+
+
+def test_numpy_scalars_in_tasks_are_tolerated_because_json_accepts_them():
+    check_task_env(NumpyTaskEnv())
+
+
+def test_registered_broken_family_is_named_by_its_id():
+    gym.register(id="Broken/IgnoresTask-v0", entry_point=IgnoresTaskEnv, max_episode_steps=20)
+    with pytest.raises(TaskEnvError, match=r"^Broken/IgnoresTask-v0: the reward ignores"):
+        check_task_env("Broken/IgnoresTask-v0")
+
+
+def test_family_table_lists_every_family_with_its_horizon_and_spaces():
+    lines = family_table().splitlines()
+    cells = [re.split(r"\s{2,}", line) for line in lines]
+    assert cells[0] == ["id", "task distribution", "horizon", "observation", "action"]
+    assert set(lines[1]) == {"-", " "}
+    rows = {row[0]: row[1:] for row in cells[2:]}
+    assert set(envs.FAMILY_IDS) <= set(rows)
+    assert rows["MetaRL/Navigation2D-v0"] == [
+        "goal ~ U[-0.5, 0.5]^2",
+        "100",
+        "Box(2,) float32",
+        "Box(2,) [-0.1, 0.1] float32",
+    ]
+    assert rows["MetaRL/AntVel-v0"] == [
+        "velocity ~ U[0, 3]",
+        "200",
+        "Box(105,) float64",
+        "Box(8,) [-1, 1] float32",
+    ]
+    assert rows["MetaRL/Bandit-K50-v0"] == [
+        "means ~ U[0, 1]^50",
+        "10",
+        "Discrete(1)",
+        "Discrete(50)",
+    ]
+
+
+def test_random_policy_return_is_seeded_and_matches_the_bandit_expectation():
+    # Random arms of a U[0, 1] bandit: E[return] = 10 pulls * 1/2; std of the mean < 5/sqrt(2000).
+    value = random_policy_return("MetaRL/Bandit-K5-v0", episodes=2000, seed=0)
+    assert value == pytest.approx(5.0, abs=0.45)
+    assert random_policy_return("MetaRL/Navigation2D-v0", 3, seed=1) == random_policy_return(
+        "MetaRL/Navigation2D-v0", 3, seed=1
+    )
+    assert random_policy_return("MetaRL/Navigation2D-v0", 3, seed=1) != random_policy_return(
+        "MetaRL/Navigation2D-v0", 3, seed=2
+    )
