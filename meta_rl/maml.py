@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from meta_rl.adaptation import InnerBatch, adapt_steps
+from meta_rl.adaptation import AdvantageEstimator, InnerBatch, adapt, adapt_steps, detached
+from meta_rl.base import MetaLearner
 from meta_rl.episodes import Episodes
 from meta_rl.functional import (
     Params,
@@ -19,6 +21,7 @@ from meta_rl.functional import (
     task_kl,
     task_log_probs,
 )
+from meta_rl.sampler import VectorSampler
 from meta_rl.trpo import (
     backtracking_line_search,
     conjugate_gradient,
@@ -171,3 +174,69 @@ class MAMLTRPO:
         # task_masked_mean as per-step weights: the KL Hessian in distribution space
         weights = mask / mask.sum(dim=(0, 2), keepdim=True).clamp_min(1.0) / mask.shape[1]
         return gauss_newton_fvp(dist_leaves, rebuild, weights, leaves, s.cg_damping)
+
+
+@dataclass(frozen=True)
+class MAMLRollouts:
+    """One meta-iteration's data: the batch of every inner step, then post-adaptation episodes."""
+
+    inner: list[InnerBatch]
+    valid: Episodes
+    explained_variance: float  # of the baseline on the inner batches
+
+    @property
+    def returns(self) -> list[float]:
+        return [b.episodes.mean_return() for b in self.inner] + [self.valid.mean_return()]
+
+    @property
+    def env_steps(self) -> int:
+        return sum(b.episodes.num_steps for b in self.inner) + self.valid.num_steps
+
+
+class MAMLTRPOLearner(MetaLearner[MAMLRollouts]):
+    """MAML-TRPO in the trainer: sample, adapt, sample again, then the TRPO meta-update.
+
+    With ``num_inner_steps > 1`` fresh episodes are sampled after every inner step, as in the
+    paper; the meta-update differentiates through all of them.
+    """
+
+    def __init__(
+        self,
+        policy: nn.Module,
+        sampler: VectorSampler,
+        advantages: AdvantageEstimator,
+        settings: MAMLTRPOSettings,
+        num_inner_steps: int = 1,
+    ) -> None:
+        super().__init__(policy, sampler, advantages)
+        self.trpo = MAMLTRPO(policy, settings)
+        self.num_inner_steps = num_inner_steps
+
+    def collect(self, tasks: Sequence[dict[str, Any]]) -> MAMLRollouts:
+        theta = {k: v.detach() for k, v in policy_params(self.policy).items()}
+        params = detached(expand_to_tasks(theta, len(tasks)))
+        inner: list[InnerBatch] = []
+        explained = 0.0
+        for _ in range(self.num_inner_steps):
+            episodes = self.sampler.sample(self.policy, params, tasks)
+            advantages, ev = self.advantages(episodes)
+            inner.append(InnerBatch(episodes, advantages))
+            explained += ev / self.num_inner_steps
+            lr = self.trpo.settings.inner_lr
+            params = detached(adapt(self.policy, params, inner[-1], lr, create_graph=False))
+        valid = self.sampler.sample(self.policy, params, tasks)
+        return MAMLRollouts(inner, valid, explained)
+
+    def update(self, rollouts: MAMLRollouts) -> dict[str, float]:
+        valid_advantages, _ = self.advantages(rollouts.valid)
+        stats = self.trpo.step(rollouts.inner, rollouts.valid, valid_advantages)
+        return {
+            "meta/surrogate_before": stats.surrogate_before,
+            "meta/surrogate_after": stats.surrogate_after,
+            "meta/grad_norm": stats.grad_norm,
+            "trpo/kl": stats.kl,
+            "trpo/line_search_steps": stats.line_search_steps,
+            "trpo/accepted": float(stats.accepted),
+            "trpo/cg_residual": stats.cg_residual,
+            "baseline/explained_variance": rollouts.explained_variance,
+        }

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import os
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from agents.policies import make_policy
-from meta_rl.adaptation import AdvantageEstimator, InnerBatch, adapt, detached
+from meta_rl.adaptation import AdvantageEstimator
+from meta_rl.base import IterationReport, MetaLearner
 from meta_rl.checkpoint import CheckpointManager, find_latest, load_checkpoint
 from meta_rl.config import Config, config_to_dict, default_run_dir, save_config
-from meta_rl.episodes import Episodes
-from meta_rl.functional import expand_to_tasks, policy_params
 from meta_rl.logger import MetricLogger
-from meta_rl.maml import MAMLTRPO, MAMLTRPOSettings
+from meta_rl.maml import MAMLTRPOLearner, MAMLTRPOSettings
 from meta_rl.sampler import VectorSampler
 
 
@@ -47,127 +43,69 @@ def build_policy(config: Config, sampler: VectorSampler, seed: int) -> nn.Module
     return policy
 
 
-@dataclass(frozen=True)
-class Rollouts:
-    """The data of one meta-iteration: inner-step batches and post-adaptation episodes."""
-
-    inner: list[InnerBatch]
-    valid: Episodes
-
-    @property
-    def returns(self) -> list[float]:
-        """Mean return before each inner step, then after the last one (index 0: pre-adapt)."""
-        return [b.episodes.mean_return() for b in self.inner] + [self.valid.mean_return()]
-
-    @property
-    def env_steps(self) -> int:
-        return sum(b.episodes.num_steps for b in self.inner) + self.valid.num_steps
-
-
-@dataclass(frozen=True)
-class IterationResult:
-    """What one meta-iteration produced, for the progress bar."""
-
-    returns: list[float]  # see Rollouts.returns
-    env_steps: int
-    sampling_s: float
+def build_meta_learner(config: Config, policy: nn.Module, sampler: VectorSampler) -> MetaLearner:
+    """The meta-learner named by ``algo.name``, wired to the policy and sampler."""
+    algo = config.algo
+    advantages = AdvantageEstimator(algo.gamma, algo.gae_lambda, algo.normalize_advantages)
+    if algo.name == "maml_trpo":
+        settings = MAMLTRPOSettings(
+            inner_lr=algo.inner_lr,
+            first_order=algo.first_order,
+            max_kl=algo.max_kl,
+            cg_iters=algo.cg_iters,
+            cg_damping=algo.cg_damping,
+            ls_max_steps=algo.ls_max_steps,
+            ls_backtrack_ratio=algo.ls_backtrack_ratio,
+        )
+        return MAMLTRPOLearner(policy, sampler, advantages, settings, algo.num_inner_steps)
+    raise ValueError(f"algo.name: unknown meta-learner {algo.name!r}")
 
 
 class MetaTrainer:
-    """Template of one meta-iteration, shared by every meta-learner.
-
-    ``sample -> adapt -> sample -> meta-update``: the meta-learner only sees the episodes.
-    """
+    """Everything one run holds: sampler, policy, meta-learner, and how to log an iteration."""
 
     def __init__(self, config: Config, device: torch.device) -> None:
         self.config = config
-        self.device = device
-        train, algo = config.train, config.algo
-        seed = train.seed
         # Seeding, in one place: the sampler's generator drives tasks, env resets and actions;
-        # the policy initialisation has its own stream.
+        # the policy initialisation has its own stream from the same seed.
         self.sampler = VectorSampler(
             config.env.id,
-            train.meta_batch_size,
-            train.episodes_per_task,
-            seed=seed,
+            config.train.meta_batch_size,
+            config.train.episodes_per_task,
+            seed=config.train.seed,
             env_kwargs=config.env.kwargs,
             max_episode_steps=config.env.max_episode_steps,
             device=device,
         )
-        self.policy = build_policy(config, self.sampler, seed).to(device)
-        self.advantages = AdvantageEstimator(algo.gamma, algo.gae_lambda, algo.normalize_advantages)
-        self.meta_learner = MAMLTRPO(
-            self.policy,
-            MAMLTRPOSettings(
-                inner_lr=algo.inner_lr,
-                first_order=algo.first_order,
-                max_kl=algo.max_kl,
-                cg_iters=algo.cg_iters,
-                cg_damping=algo.cg_damping,
-                ls_max_steps=algo.ls_max_steps,
-                ls_backtrack_ratio=algo.ls_backtrack_ratio,
-            ),
-        )
+        self.policy = build_policy(config, self.sampler, config.train.seed).to(device)
+        self.meta_learner = build_meta_learner(config, self.policy, self.sampler)
 
-    def collect(self) -> tuple[Rollouts, float]:
-        """Pre-adaptation episodes, the inner steps, then post-adaptation episodes.
-
-        Also returns the baseline's mean explained variance on the inner batches.
-        """
-        tasks = self.sampler.sample_tasks()
-        theta = {k: v.detach() for k, v in policy_params(self.policy).items()}
-        params = detached(expand_to_tasks(theta, len(tasks)))
-        inner: list[InnerBatch] = []
-        explained = []
-        for _ in range(self.config.algo.num_inner_steps):
-            episodes = self.sampler.sample(self.policy, params, tasks)
-            advantages, ev = self.advantages(episodes)
-            inner.append(InnerBatch(episodes, advantages))
-            explained.append(ev)
-            lr = self.config.algo.inner_lr
-            params = detached(adapt(self.policy, params, inner[-1], lr, create_graph=False))
-        valid = self.sampler.sample(self.policy, params, tasks)
-        return Rollouts(inner, valid), float(np.mean(explained))
-
-    def iteration(self, logger: MetricLogger) -> IterationResult:
-        """One meta-iteration; records its metrics on ``logger``."""
-        start = time.perf_counter()
-        rollouts, explained_variance = self.collect()
-        sampling_s = time.perf_counter() - start
-        valid_advantages, _ = self.advantages(rollouts.valid)
-        start = time.perf_counter()
-        stats = self.meta_learner.step(rollouts.inner, rollouts.valid, valid_advantages)
-        optimize_s = time.perf_counter() - start
-
-        returns = rollouts.returns
-        logger.record("return/pre_adapt", returns[0])
-        logger.record("return/post_adapt", returns[-1])
-        if len(returns) > 2:
-            for step, value in enumerate(returns[1:], 1):
+    def iteration(self, logger: MetricLogger) -> IterationReport:
+        """One meta-iteration on freshly drawn tasks; records its metrics on ``logger``."""
+        report = self.meta_learner.iteration(self.sampler.sample_tasks())
+        logger.record("return/pre_adapt", report.returns[0])
+        logger.record("return/post_adapt", report.returns[-1])
+        if len(report.returns) > 2:
+            for step, value in enumerate(report.returns[1:], 1):
                 logger.record(f"return/after_step_{step}", value)
-        logger.record("meta/surrogate_before", stats.surrogate_before)
-        logger.record("meta/surrogate_after", stats.surrogate_after)
-        logger.record("meta/grad_norm", stats.grad_norm)
-        logger.record("trpo/kl", stats.kl)
-        logger.record("trpo/line_search_steps", stats.line_search_steps)
-        logger.record("trpo/accepted", float(stats.accepted))
-        logger.record("trpo/cg_residual", stats.cg_residual)
-        logger.record("baseline/explained_variance", explained_variance)
-        logger.record("time/sampling_s", sampling_s)
-        logger.record("time/optimize_s", optimize_s)
-        logger.record("perf/env_steps_per_s", rollouts.env_steps / max(sampling_s, 1e-9))
-        return IterationResult(returns, rollouts.env_steps, sampling_s)
+        for key, value in report.metrics.items():
+            logger.record(key, value)
+        logger.record("time/sampling_s", report.sampling_s)
+        logger.record("time/optimize_s", report.optimize_s)
+        logger.record("perf/env_steps_per_s", report.env_steps / max(report.sampling_s, 1e-9))
+        return report
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "policy": self.policy.state_dict(),
             "sampler_rng": self.sampler.rng_state(),
+            "meta_learner": self.meta_learner.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
         self.sampler.set_rng_state(state["sampler_rng"])
+        self.meta_learner.load_state_dict(state["meta_learner"])
 
     def close(self) -> None:
         self.sampler.close()
