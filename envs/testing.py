@@ -37,6 +37,22 @@ def check_task_env(env_id_or_env: str | gym.Env, *, seed: int = 0) -> None:
     """
     env = gym.make(env_id_or_env) if isinstance(env_id_or_env, str) else env_id_or_env
     base = env.unwrapped
+    original_task = base.task if isinstance(base, TaskEnv) else None
+    try:
+        _check(env, seed)
+    finally:
+        if original_task is not None:
+            base.task = original_task
+        if isinstance(env_id_or_env, str):
+            env.close()
+
+
+# Space-bound advice from check_env (our Box spaces are unbounded or [-0.1, 0.1] by design).
+_BENIGN_WARNINGS = ("A Box ", "we recommend", "render")
+
+
+def _check(env: gym.Env, seed: int) -> None:
+    base = env.unwrapped
     name = env.spec.id if env.spec is not None else type(base).__name__
 
     def ensure(condition: bool, message: str) -> None:
@@ -51,11 +67,18 @@ def check_task_env(env_id_or_env: str | gym.Env, *, seed: int = 0) -> None:
         "task_description must be a non-empty one-line string",
     )
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # e.g. "Box bound is infinity"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             check_env(base, skip_render_check=True, skip_close_check=True)
     except Exception as error:
         raise TaskEnvError(f"{name}: gymnasium check_env failed: {error!r}") from error
+    problems = [
+        str(w.message)
+        for w in caught
+        if issubclass(w.category, UserWarning)
+        and not any(benign in str(w.message) for benign in _BENIGN_WARNINGS)
+    ]
+    ensure(not problems, f"gymnasium check_env warned: {problems}")
 
     tasks = _check_sampling(base, seed, ensure)
     _check_json_and_roundtrip(base, tasks, ensure)

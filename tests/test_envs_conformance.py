@@ -102,13 +102,22 @@ class OutOfSpaceEnv(_Line):
         return [{"goal": float(g)} for g in rng.uniform(-2, 2, n)]
 
 
+class Float64ObservationEnv(_Line):
+    def step(self, action):
+        obs, *rest = super().step(action)
+        return obs.astype(np.float64), *rest
+
+
 class NotPicklableEnv(_Line):
     def __init__(self) -> None:
         self._setup()  # forgot EzPickle.__init__
 
 
-def test_the_sound_line_family_passes():
-    check_task_env(_Line())
+def test_the_sound_line_family_passes_and_keeps_its_task():
+    env = _Line()
+    env.task = {"goal": 0.625}
+    check_task_env(env)
+    assert env.task == {"goal": 0.625}
 
 
 @pytest.mark.parametrize(
@@ -119,6 +128,7 @@ def test_the_sound_line_family_passes():
         (ArrayTaskEnv, "ArrayTaskEnv: sampled task is not JSON-serialisable"),
         (OutOfSpaceEnv, "OutOfSpaceEnv: sampled task .* is outside task_space"),
         (NotPicklableEnv, "NotPicklableEnv: does not pickle"),
+        (Float64ObservationEnv, "Float64ObservationEnv: gymnasium check_env warned: .*dtype"),
     ],
 )
 def test_broken_families_fail_with_a_message_naming_them(family, message):
