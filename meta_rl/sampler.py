@@ -11,6 +11,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
+import envs  # noqa: F401  (registers the MetaRL/ families with Gymnasium)
 from meta_rl.episodes import Episodes
 from meta_rl.functional import Params, task_distribution
 
