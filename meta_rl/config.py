@@ -24,10 +24,15 @@ from typing import Any
 import dacite
 import yaml
 
-ALGORITHMS = ("maml_trpo",)
-"""Meta-learners the trainer knows; the single place to add "reptile"."""
+ALGORITHMS = ("maml_trpo", "reptile")
+"""Meta-learners the trainer knows."""
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu")
 DEVICES = ("cpu", "cuda", "auto")
+POLICY_KINDS = ("mlp", "gru", "sb3")
+INNER_OPTIMIZERS = ("sgd", "adam")
+INNER_LOSSES = ("reinforce", "ppo")
+OUTER_OPTIMIZERS = ("none", "sgd", "adam")
+SB3_ALGOS = ("ppo", "a2c")
 
 
 class ConfigError(ValueError):
@@ -49,6 +54,8 @@ class EnvConfig:
 
 @dataclass
 class PolicyConfig:
+    kind: str = "mlp"
+    """mlp | gru (first hidden layer a GRU) | sb3 (an SB3 ActorCriticPolicy's actor)"""
     hidden_sizes: list[int] = field(default_factory=lambda: [100, 100])
     """widths of the policy MLP's hidden layers"""
     activation: str = "relu"
@@ -83,6 +90,28 @@ class AlgoConfig:
     """maximum backtracking line-search steps"""
     ls_backtrack_ratio: float = 0.8
     """step shrink factor per line-search step"""
+    inner_optimizer: str = "sgd"
+    """reptile: optimiser of the inner updates (a fresh one per task and iteration): sgd | adam"""
+    inner_loss: str = "reinforce"
+    """reptile: inner objective: reinforce (one step per batch) | ppo (ppo_epochs per batch)"""
+    ppo_epochs: int = 4
+    """reptile with inner_loss ppo: full-batch PPO epochs on each freshly sampled batch"""
+    ppo_clip: float = 0.2
+    """reptile with inner_loss ppo: clipping range of the probability ratio"""
+    outer_lr: float = 1.0
+    """reptile: eps, the meta step size theta += eps * mean(theta' - theta), at iteration 0"""
+    outer_lr_final: float = 0.0
+    """reptile: eps reached linearly after outer_anneal_iterations (= outer_lr: constant eps)"""
+    outer_anneal_iterations: int | None = None
+    """reptile: length of the linear eps schedule; null: train.iterations"""
+    outer_optimizer: str = "none"
+    """reptile: none (interpolate) | sgd | adam (theta - mean(theta') as its gradient, lr eps)"""
+    sb3_algo: str | None = None
+    """reptile: run each task's inner loop as this SB3 algorithm (ppo | a2c); policy.kind sb3"""
+    sb3_steps: int = 2048
+    """reptile with sb3_algo: environment steps of each task's SB3 learn()"""
+    sb3_kwargs: dict[str, Any] = field(default_factory=dict)
+    """reptile with sb3_algo: extra SB3 constructor kwargs (n_steps, batch_size, n_epochs, ...)"""
 
 
 @dataclass
@@ -324,6 +353,7 @@ def validate_config(cfg: Config) -> None:
         check(width >= 1, f"policy.hidden_sizes[{i}]", "must be >= 1", width)
     check(pol.activation in ACTIVATIONS, "policy.activation", _one_of(ACTIVATIONS), pol.activation)
     check(pol.init_std > 0, "policy.init_std", "must be > 0", pol.init_std)
+    check(pol.kind in POLICY_KINDS, "policy.kind", _one_of(POLICY_KINDS), pol.kind)
 
     check(algo.name in ALGORITHMS, "algo.name", _one_of(ALGORITHMS), algo.name)
     check(algo.inner_lr > 0, "algo.inner_lr", "must be > 0", algo.inner_lr)
@@ -340,6 +370,7 @@ def validate_config(cfg: Config) -> None:
         "must be in (0, 1)",
         algo.ls_backtrack_ratio,
     )
+    _check_reptile(algo, pol)
 
     check(tr.meta_batch_size >= 1, "train.meta_batch_size", "must be >= 1", tr.meta_batch_size)
     check(
@@ -362,6 +393,58 @@ def validate_config(cfg: Config) -> None:
     )
 
     _check_env(env)
+
+
+def _check_reptile(algo: AlgoConfig, pol: PolicyConfig) -> None:
+    def check(ok: bool, key: str, what: str, value: Any) -> None:
+        if not ok:
+            raise ConfigError(f"{key}: {what}, got {value!r}")
+
+    opts = (INNER_OPTIMIZERS, INNER_LOSSES, OUTER_OPTIMIZERS)
+    check(
+        algo.inner_optimizer in opts[0],
+        "algo.inner_optimizer",
+        _one_of(opts[0]),
+        algo.inner_optimizer,
+    )
+    check(algo.inner_loss in opts[1], "algo.inner_loss", _one_of(opts[1]), algo.inner_loss)
+    check(algo.ppo_epochs >= 1, "algo.ppo_epochs", "must be >= 1", algo.ppo_epochs)
+    check(algo.ppo_clip > 0, "algo.ppo_clip", "must be > 0", algo.ppo_clip)
+    check(algo.outer_lr > 0, "algo.outer_lr", "must be > 0", algo.outer_lr)
+    check(algo.outer_lr_final >= 0, "algo.outer_lr_final", "must be >= 0", algo.outer_lr_final)
+    check(
+        algo.outer_anneal_iterations is None or algo.outer_anneal_iterations >= 1,
+        "algo.outer_anneal_iterations",
+        "must be >= 1 or null",
+        algo.outer_anneal_iterations,
+    )
+    check(
+        algo.outer_optimizer in opts[2],
+        "algo.outer_optimizer",
+        _one_of(opts[2]),
+        algo.outer_optimizer,
+    )
+    check(
+        algo.sb3_algo is None or algo.sb3_algo in SB3_ALGOS,
+        "algo.sb3_algo",
+        _one_of((*SB3_ALGOS, "null")),
+        algo.sb3_algo,
+    )
+    check(algo.sb3_steps >= 0, "algo.sb3_steps", "must be >= 0", algo.sb3_steps)
+    if algo.name != "reptile":
+        return
+    check(
+        algo.num_inner_steps >= 1,
+        "algo.num_inner_steps",
+        "reptile needs >= 1",
+        algo.num_inner_steps,
+    )
+    check(
+        algo.sb3_algo is None or pol.kind == "sb3",
+        "policy.kind",
+        "must be sb3 when algo.sb3_algo is set",
+        pol.kind,
+    )
 
 
 def _one_of(names: Sequence[str]) -> str:

@@ -66,7 +66,16 @@ def test_defaults_are_the_maml_paper_navigation_settings(tmp_path):
     t = cfg.train
     assert (t.meta_batch_size, t.episodes_per_task, t.iterations, t.seed) == (20, 20, 500, 1)
     assert (t.device, t.checkpoint_every, t.num_threads) == ("cpu", 50, None)
-    assert ALGORITHMS == ("maml_trpo",)
+    assert ALGORITHMS == ("maml_trpo", "reptile")
+    assert cfg.policy.kind == "mlp"
+    assert (a.inner_optimizer, a.inner_loss, a.ppo_epochs, a.ppo_clip) == (
+        "sgd",
+        "reinforce",
+        4,
+        0.2,
+    )
+    assert (a.outer_lr, a.outer_lr_final, a.outer_anneal_iterations) == (1.0, 0.0, None)
+    assert (a.outer_optimizer, a.sb3_algo, a.sb3_steps, a.sb3_kwargs) == ("none", None, 2048, {})
 
 
 def test_every_field_has_a_doc_comment():
@@ -194,7 +203,55 @@ BAD_CASES = [
         ["policy.hidden_sizes=[8, 0]"],
         "config error: policy.hidden_sizes[1]: must be >= 1, got 0",
     ),
-    ("", ["algo.name=reptile"], "config error: algo.name: must be one of maml_trpo, got 'reptile'"),
+    (
+        "",
+        ["algo.name=reptil"],
+        "config error: algo.name: must be one of maml_trpo, reptile, got 'reptil'",
+    ),
+    # Reptile's fields
+    (
+        "",
+        ["algo.inner_optimizer=rmsprop"],
+        "config error: algo.inner_optimizer: must be one of sgd, adam, got 'rmsprop'",
+    ),
+    (
+        "",
+        ["algo.inner_loss=trpo"],
+        "config error: algo.inner_loss: must be one of reinforce, ppo, got 'trpo'",
+    ),
+    ("", ["algo.ppo_epochs=0"], "config error: algo.ppo_epochs: must be >= 1, got 0"),
+    ("", ["algo.outer_lr=0"], "config error: algo.outer_lr: must be > 0, got 0.0"),
+    ("", ["algo.outer_lr_final=-0.1"], "config error: algo.outer_lr_final: must be >= 0, got -0.1"),
+    (
+        "",
+        ["algo.outer_anneal_iterations=0"],
+        "config error: algo.outer_anneal_iterations: must be >= 1 or null, got 0",
+    ),
+    (
+        "",
+        ["algo.outer_optimizer=lbfgs"],
+        "config error: algo.outer_optimizer: must be one of none, sgd, adam, got 'lbfgs'",
+    ),
+    (
+        "",
+        ["algo.sb3_algo=sac"],
+        "config error: algo.sb3_algo: must be one of ppo, a2c, null, got 'sac'",
+    ),
+    (
+        "",
+        ["algo.name=reptile", "algo.num_inner_steps=0"],
+        "config error: algo.num_inner_steps: reptile needs >= 1, got 0",
+    ),
+    (
+        "",
+        ["algo.name=reptile", "algo.sb3_algo=ppo"],
+        "config error: policy.kind: must be sb3 when algo.sb3_algo is set, got 'mlp'",
+    ),
+    (
+        "",
+        ["policy.kind=lstm"],
+        "config error: policy.kind: must be one of mlp, gru, sb3, got 'lstm'",
+    ),
     (
         "",
         ["train.device=tpu"],
