@@ -1,4 +1,4 @@
-"""`meta-rl` command line: train, envs, demo.
+"""`meta-rl` command line: train, envs.
 
 Heavy modules (torch, the trainer, the MuJoCo envs) are imported inside the subcommands, so a
 bad config is reported in a fraction of a second. Exit codes: 0 ok, 2 usage or config error,
@@ -51,8 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
     envs.add_argument("--seed", type=int, default=0, help="seed of the random rollouts")
     envs.set_defaults(handler=_envs)
 
-    demo = sub.add_parser("demo", help="a short end-to-end demonstration")
-    demo.set_defaults(handler=_demo)
     return parser
 
 
@@ -109,7 +107,7 @@ def _train(args: argparse.Namespace) -> int:
     train = importlib.import_module("meta_rl.trainer").train
     print(f"run dir: {run_dir}", file=sys.stderr)
     out = train(config, run_dir=run_dir, resume=args.resume)
-    print(out)
+    print(importlib.import_module("meta_rl.trainer").summary(out))
     return 0
 
 
@@ -124,11 +122,6 @@ def _envs(args: argparse.Namespace) -> int:
             mean = catalog.random_policy_return(env_id, args.rollouts, args.seed)
             print(f"{env_id:<{width}}  {mean:12.3f}")
     return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    code = importlib.import_module("meta_rl.demo").main()
-    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

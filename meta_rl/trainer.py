@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 from typing import Any
@@ -162,3 +163,21 @@ def train(config: Config, run_dir: Path | None = None, resume: Path | None = Non
         logger.close()
         trainer.close()
     return run_dir
+
+
+def summary(run_dir: Path) -> str:
+    """A few lines for the terminal: where the run is, how it ended, how to watch it."""
+    with (run_dir / "progress.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    lines = [f"run dir: {run_dir}"]
+    if rows:
+        first, last = rows[0], rows[-1]
+        lines.append(
+            f"iteration {last['iteration']}: return before adaptation "
+            f"{float(last['return_pre_adapt']):.2f}, after {float(last['return_post_adapt']):.2f} "
+            f"(iteration 0: {float(first['return_pre_adapt']):.2f} -> "
+            f"{float(first['return_post_adapt']):.2f}); {int(last['env_steps']):,} env steps, "
+            f"{float(last['time_s']):.0f} s"
+        )
+    lines.append(f"TensorBoard logs: {run_dir}  (open with: tensorboard --logdir {run_dir})")
+    return "\n".join(lines)

@@ -38,7 +38,9 @@ def fake_train(monkeypatch):
         calls.append({"config": config, "run_dir": run_dir, "resume": resume})
         return Path(run_dir)
 
-    monkeypatch.setitem(sys.modules, "meta_rl.trainer", types.SimpleNamespace(train=train))
+    monkeypatch.setitem(
+        sys.modules, "meta_rl.trainer", types.SimpleNamespace(train=train, summary=str)
+    )
     return calls
 
 
@@ -119,7 +121,10 @@ BAD = [
         "config error: env.id: unknown environment 'MetaRL/Nope-v0'",
     ),
     (["--set", "algo.gamma=true"], "config error: algo.gamma: expected float, got True (bool)"),
-    (["--set", "algo.name=ppo"], "config error: algo.name: must be one of maml_trpo, got 'ppo'"),
+    (
+        ["--set", "algo.name=ppo"],
+        "config error: algo.name: must be one of maml_trpo, reptile, got 'ppo'",
+    ),
     (
         ["--set", "policy.activation=swish"],
         "config error: policy.activation: must be one of relu, tanh, sigmoid, elu, got 'swish'",
@@ -178,7 +183,9 @@ def test_interrupt_exits_130_and_config_errors_from_train_exit_2(monkeypatch, co
     def interrupted(config, run_dir=None, resume=None):
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(sys.modules, "meta_rl.trainer", types.SimpleNamespace(train=interrupted))
+    monkeypatch.setitem(
+        sys.modules, "meta_rl.trainer", types.SimpleNamespace(train=interrupted, summary=str)
+    )
     assert main(["train", str(config_file), "--run-dir", "x"]) == 130
     assert capsys.readouterr().err.endswith("meta-rl: interrupted\n")
 
@@ -213,12 +220,6 @@ def test_envs_prints_table_and_random_returns(monkeypatch, capsys):
     out = capsys.readouterr().out.splitlines()
     assert calls == [("MetaRL/A-v0", 3, 7), ("MetaRL/Longer-v0", 3, 7)]
     assert out[-2:] == ["MetaRL/A-v0             -1.250", "MetaRL/Longer-v0        -2.500"]
-
-
-@pytest.mark.parametrize(("returned", "code"), [(None, 0), (0, 0), (3, 3)])
-def test_demo_delegates_to_meta_rl_demo(monkeypatch, returned, code):
-    monkeypatch.setitem(sys.modules, "meta_rl.demo", types.SimpleNamespace(main=lambda: returned))
-    assert main(["demo"]) == code
 
 
 def test_real_process_exit_code_and_single_stderr_line(tmp_path):
