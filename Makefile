@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/meta-rl demo
+	$(BIN)/meta-rl train experiments/configs/maml_navigation2d_quick.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
