@@ -4,6 +4,10 @@ The meta-learners never look inside a policy: they evaluate it through
 ``torch.func.functional_call`` with a ``dict[str, Tensor]`` of parameters, vmapped over a
 leading task dimension. That is the "model-agnostic" claim made literal: any ``nn.Module``
 whose ``forward(obs)`` returns a ``torch.distributions.Distribution`` works unchanged.
+
+Recurrent policies (the protocol in ``agents/recurrent.py``) work too: the functions below that
+take whole ``obs`` read each task's first remaining dim as time and run the sequence from the
+policy's ``initial_state``; ``task_step`` is the per-step call a sampler makes with a state.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from collections.abc import Callable
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, kl_divergence
 from torch.func import functional_call, vmap
+
+from agents.recurrent import is_recurrent
 
 Params = dict[str, Tensor]
 
@@ -25,6 +31,14 @@ def policy_params(policy: nn.Module) -> Params:
 def expand_to_tasks(params: Params, num_tasks: int) -> Params:
     """View shared parameters as per-task ones (no copy; gradients flow back to the shared)."""
     return {k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in params.items()}
+
+
+def _distribution(policy: nn.Module, params: Params, obs: Tensor) -> Distribution:
+    """The policy's distribution on ``obs``; a recurrent one reads dim 0 as time from its start."""
+    if is_recurrent(policy):
+        state = policy.initial_state(obs.shape[1:-1])
+        return functional_call(policy, params, (obs, state))[0]
+    return functional_call(policy, params, (obs,))
 
 
 def flatten_distribution(
@@ -65,9 +79,7 @@ def task_distribution(
     rebuild: list[Callable[[list[Tensor]], Distribution]] = []
 
     def leaves(task_params: Params, task_obs: Tensor) -> tuple[Tensor, ...]:
-        tensors, rebuild_fn = flatten_distribution(
-            functional_call(policy, task_params, (task_obs,))
-        )
+        tensors, rebuild_fn = flatten_distribution(_distribution(policy, task_params, task_obs))
         rebuild.append(rebuild_fn)
         return tuple(tensors)
 
@@ -81,7 +93,7 @@ def task_log_probs(
     """Log-probabilities of ``actions`` under each task's parameters (one vmapped call)."""
 
     def log_prob(task_params: Params, task_obs: Tensor, task_actions: Tensor) -> Tensor:
-        return functional_call(policy, task_params, (task_obs,)).log_prob(task_actions)
+        return _distribution(policy, task_params, task_obs).log_prob(task_actions)
 
     return vmap(log_prob, in_dims=(0, task_dim, task_dim), out_dims=task_dim)(params, obs, actions)
 
@@ -92,8 +104,28 @@ def task_kl(
     """KL(pi_old || pi_new) per observation, each task with its own pair of parameter sets."""
 
     def kl(old: Params, new: Params, task_obs: Tensor) -> Tensor:
-        old_dist = functional_call(policy, old, (task_obs,))
-        new_dist = functional_call(policy, new, (task_obs,))
+        old_dist = _distribution(policy, old, task_obs)
+        new_dist = _distribution(policy, new, task_obs)
         return kl_divergence(old_dist, new_dist)
 
     return vmap(kl, in_dims=(0, 0, task_dim), out_dims=task_dim)(old_params, new_params, obs)
+
+
+def task_step(
+    policy: nn.Module, params: Params, obs: Tensor, state: Tensor
+) -> tuple[Distribution, Tensor]:
+    """One time step of a recurrent policy, each task (dim 0) with its own parameters.
+
+    ``obs[N, *B, D]`` and ``state[N, *B, H]`` -> the action distribution, batch shape
+    ``[N, 1, *B]`` (the protocol's length-1 time dim kept), and the next state ``[N, *B, H]``.
+    """
+    rebuild: list[Callable[[list[Tensor]], Distribution]] = []
+
+    def step(task_params: Params, task_obs: Tensor, task_state: Tensor):
+        dist, next_state = functional_call(policy, task_params, (task_obs.unsqueeze(0), task_state))
+        tensors, rebuild_fn = flatten_distribution(dist)
+        rebuild.append(rebuild_fn)
+        return tuple(tensors), next_state
+
+    tensors, next_state = vmap(step)(params, obs, state)
+    return rebuild[0](list(tensors)), next_state

@@ -12,8 +12,9 @@ from gymnasium import spaces
 from torch import nn
 
 import envs  # noqa: F401  (registers the MetaRL/ families with Gymnasium)
+from agents.recurrent import is_recurrent
 from meta_rl.episodes import Episodes
-from meta_rl.functional import Params, task_distribution
+from meta_rl.functional import Params, task_distribution, task_step
 
 
 def observation_dim(space: spaces.Space) -> int:
@@ -42,7 +43,8 @@ class VectorSampler:
     Gymnasium's ``SyncVectorEnv`` because a meta-RL batch wants exactly one episode per sub-env:
     finished sub-envs must stop (SyncVectorEnv either auto-resets or refuses to step them) and
     per-step ``info`` aggregation is pure overhead here. The policy is evaluated once per time
-    step for the whole batch, each task with its own parameters.
+    step for the whole batch, each task with its own parameters; a recurrent policy's state
+    (``agents/recurrent.py``) is carried from step to step.
     """
 
     def __init__(
@@ -121,6 +123,8 @@ class VectorSampler:
         observations[0] = encode_observations(self.observation_space, np.stack(first_obs))
 
         active = np.ones(batch, dtype=bool)
+        recurrent = is_recurrent(policy)
+        state = policy.initial_state((num_tasks, num_episodes)) if recurrent else None
         torch_seed = int(self._rng.integers(2**62))
         fork_devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=fork_devices):
@@ -128,7 +132,10 @@ class VectorSampler:
             for t in range(horizon):
                 obs = torch.from_numpy(observations[t]).to(self.device)
                 obs = obs.view(num_tasks, num_episodes, self.obs_dim)
-                dist = task_distribution(policy, params, obs, task_dim=0)
+                if recurrent:
+                    dist, state = task_step(policy, params, obs, state)
+                else:
+                    dist = task_distribution(policy, params, obs, task_dim=0)
                 action = dist.sample()
                 log_probs[t] = dist.log_prob(action).reshape(batch).cpu().numpy()
                 action_np = action.reshape(batch, *action_shape).cpu().numpy()

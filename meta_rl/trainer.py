@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -33,6 +34,8 @@ def resolve_device(name: str) -> torch.device:
 
 def build_policy(config: Config, sampler: VectorSampler, seed: int) -> nn.Module:
     """The policy for the family's spaces, initialised from its own seeded generator."""
+    if config.policy.kind != "mlp":
+        return _build_other_policy(config, sampler, torch.Generator().manual_seed(seed))
     policy = make_policy(
         sampler.observation_space,
         sampler.action_space,
@@ -42,6 +45,38 @@ def build_policy(config: Config, sampler: VectorSampler, seed: int) -> nn.Module
     )
     policy.reset_parameters(torch.Generator().manual_seed(seed))
     return policy
+
+
+def _build_other_policy(
+    config: Config, sampler: VectorSampler, generator: torch.Generator
+) -> nn.Module:
+    """``policy.kind`` gru or sb3 (imported lazily: SB3 is slow to import)."""
+    pol = config.policy
+    if pol.kind == "sb3":
+        from agents.sb3 import SB3Actor, make_sb3_policy
+
+        sb3 = make_sb3_policy(
+            sampler.observation_space,
+            sampler.action_space,
+            pol.hidden_sizes,
+            pol.activation,
+            pol.init_std,
+            generator,
+        )
+        return SB3Actor(sb3)
+    from agents.recurrent import GRUPolicy
+
+    space = sampler.action_space
+    discrete = isinstance(space, gym.spaces.Discrete)
+    return GRUPolicy(
+        sampler.obs_dim,
+        int(space.n) if discrete else int(space.shape[0]),
+        pol.hidden_sizes,
+        discrete=discrete,
+        activation=pol.activation,
+        init_std=pol.init_std,
+        generator=generator,
+    )
 
 
 def build_meta_learner(config: Config, policy: nn.Module, sampler: VectorSampler) -> MetaLearner:
@@ -59,7 +94,51 @@ def build_meta_learner(config: Config, policy: nn.Module, sampler: VectorSampler
             ls_backtrack_ratio=algo.ls_backtrack_ratio,
         )
         return MAMLTRPOLearner(policy, sampler, advantages, settings, algo.num_inner_steps)
+    if algo.name == "reptile":
+        return _build_reptile(config, policy, sampler, advantages)
     raise ValueError(f"algo.name: unknown meta-learner {algo.name!r}")
+
+
+def _build_reptile(
+    config: Config, policy: nn.Module, sampler: VectorSampler, advantages: AdvantageEstimator
+) -> MetaLearner:
+    from meta_rl.reptile import ReptileLearner, ReptileSettings
+
+    algo = config.algo
+    settings = ReptileSettings(
+        inner_lr=algo.inner_lr,
+        inner_optimizer=algo.inner_optimizer,
+        outer_lr=algo.outer_lr,
+        outer_lr_final=algo.outer_lr_final,
+        anneal_iterations=algo.outer_anneal_iterations or max(config.train.iterations, 1),
+        outer_optimizer=algo.outer_optimizer,
+    )
+    task_learner = None
+    if algo.sb3_algo is not None:
+        from agents.sb3 import SB3InnerLearner
+
+        task_learner = SB3InnerLearner(
+            algo.sb3_algo,
+            policy,
+            config.env.id,
+            steps=algo.sb3_steps,
+            seed=config.train.seed,
+            learning_rate=algo.inner_lr,
+            env_kwargs=config.env.kwargs,
+            max_episode_steps=config.env.max_episode_steps,
+            algo_kwargs=algo.sb3_kwargs,
+        )
+    return ReptileLearner(
+        policy,
+        sampler,
+        advantages,
+        settings,
+        algo.num_inner_steps,
+        inner_loss=algo.inner_loss,
+        ppo_epochs=algo.ppo_epochs,
+        ppo_clip=algo.ppo_clip,
+        task_learner=task_learner,
+    )
 
 
 class MetaTrainer:
