@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -44,6 +44,8 @@ class MAMLTRPOSettings:
     ls_max_steps: int = 15  # backtracking line-search steps before rejecting the update
     ls_backtrack_ratio: float = 0.8  # step shrink factor per line-search step
     fvp: str = "gauss_newton"  # "gauss_newton" (fast, exact at the old point) or "double_backward"
+    task_chunk: int = 4  # tasks per meta-gradient / Fisher graph (0: all); same math, less memory
+    fisher_subsample: float = 1.0  # fraction of each task's episodes in the Fisher (1: exact)
 
 
 def task_masked_mean(values: Tensor, mask: Tensor) -> Tensor:
@@ -77,6 +79,8 @@ class MAMLTRPO:
             raise ValueError(
                 f"fvp must be 'gauss_newton' or 'double_backward', got {settings.fvp!r}"
             )
+        if settings.task_chunk < 0 or not 0 < settings.fisher_subsample <= 1:
+            raise ValueError("task_chunk must be >= 0 and fisher_subsample in (0, 1]")
         self.policy = policy
         self.settings = settings
 
@@ -118,15 +122,10 @@ class MAMLTRPO:
         s = self.settings
         theta = policy_params(self.policy)
         names, leaves = list(theta), list(theta.values())
-        adapted = self.adapted_params(theta, inner, create_graph=True)
-        old_adapted = {k: v.detach() for k, v in adapted.items()}
         obs = valid.observations[:-1]
-        with torch.no_grad():
-            old_log_probs = task_log_probs(self.policy, old_adapted, obs, valid.actions, 1)
-        loss = self.surrogate(adapted, valid, advantages, old_log_probs)
-        grad = flat(torch.autograd.grad(loss, leaves, retain_graph=True))
-
-        fvp = self._fisher_vector_product(adapted, old_adapted, valid, leaves)
+        loss, grad, fvp, old_adapted, old_log_probs = self.linearize(
+            theta, inner, valid, advantages
+        )
         direction, residual = conjugate_gradient(fvp, grad, s.cg_iters)
         shs = 0.5 * (direction @ fvp(direction))
         scale = torch.sqrt(s.max_kl / shs.clamp_min(1e-12))
@@ -161,19 +160,80 @@ class MAMLTRPO:
             grad_norm=float(grad.norm()),
         )
 
-    def _fisher_vector_product(
-        self, adapted: Params, old_adapted: Params, valid: Episodes, leaves: list[Tensor]
-    ) -> Callable[[Tensor], Tensor]:
+    def linearize(
+        self, theta: Params, inner: list[InnerBatch], valid: Episodes, advantages: Tensor
+    ) -> tuple[Tensor, Tensor, Callable[[Tensor], Tensor], Params, Tensor]:
+        """Surrogate, its gradient, the Fisher-vector product, old adapted params, old log-probs.
+
+        Tasks go in chunks: each chunk's adaptation graph serves both its share of the gradient
+        and its Fisher products, and a few tasks' temporaries stay in cache. Sums over chunks
+        are the full-batch quantities, since the surrogate and the KL are means over tasks.
+        """
         s = self.settings
-        obs, mask = valid.observations[:-1], valid.mask
+        leaves = list(theta.values())
+        obs = valid.observations[:-1]
+        num_tasks = valid.num_tasks
+        chunk = s.task_chunk or num_tasks
+        losses, grad, fvps, olds, old_lps = [], 0.0, [], [], []
+        for start in range(0, num_tasks, chunk):
+            part = slice(start, min(start + chunk, num_tasks))
+            share = (part.stop - part.start) / num_tasks
+            inner_c = [InnerBatch(_tasks(b.episodes, part), b.advantages[:, part]) for b in inner]
+            valid_c = _tasks(valid, part)
+            adapted = self.adapted_params(theta, inner_c, create_graph=True)
+            old_adapted = {k: v.detach() for k, v in adapted.items()}
+            with torch.no_grad():
+                old_lp = task_log_probs(
+                    self.policy, old_adapted, obs[:, part], valid_c.actions, task_dim=1
+                )
+            loss_c = share * self.surrogate(adapted, valid_c, advantages[:, part], old_lp)
+            grad = grad + flat(torch.autograd.grad(loss_c, leaves, retain_graph=True))
+            losses.append(loss_c.detach())
+            fvps.append(self._fisher_vector_product(adapted, old_adapted, valid_c, leaves, share))
+            olds.append(old_adapted)
+            old_lps.append(old_lp)
+        old_adapted = {k: torch.cat([o[k] for o in olds]) for k in olds[0]}
+        old_log_probs = torch.cat(old_lps, dim=1)
+        loss = torch.stack(losses).sum()
+
+        def fvp(v: Tensor) -> Tensor:
+            out = fvps[0](v)
+            for product in fvps[1:]:
+                out = out + product(v) - s.cg_damping * v  # damping once, not per chunk
+            return out
+
+        return loss, grad, fvp, old_adapted, old_log_probs
+
+    def _fisher_vector_product(
+        self,
+        adapted: Params,
+        old_adapted: Params,
+        valid: Episodes,
+        leaves: list[Tensor],
+        share: float = 1.0,
+    ) -> Callable[[Tensor], Tensor]:
+        """``v -> (share * F + damping I) v``, F the Hessian of the mean KL over these tasks.
+
+        With ``fisher_subsample < 1`` only each task's first episodes (i.i.d., so an unbiased
+        subsample without drawing anything) enter ``F``: the products get cheaper, the
+        gradient still uses every episode.
+        """
+        s = self.settings
+        keep = max(1, round(s.fisher_subsample * valid.episodes_per_task))
+        obs, mask = valid.observations[:-1, :, :keep], valid.mask[:, :, :keep]
         if s.fvp == "double_backward":
             kl = task_masked_mean(task_kl(self.policy, old_adapted, adapted, obs, 1), mask)
-            return double_backward_fvp(kl, leaves, s.cg_damping)
+            return double_backward_fvp(share * kl, leaves, s.cg_damping)
         dist = task_distribution(self.policy, adapted, obs, task_dim=1)
         dist_leaves, rebuild = flatten_distribution(dist)
         # task_masked_mean as per-step weights: the KL Hessian in distribution space
         weights = mask / mask.sum(dim=(0, 2), keepdim=True).clamp_min(1.0) / mask.shape[1]
-        return gauss_newton_fvp(dist_leaves, rebuild, weights, leaves, s.cg_damping)
+        return gauss_newton_fvp(dist_leaves, rebuild, share * weights, leaves, s.cg_damping)
+
+
+def _tasks(episodes: Episodes, part: slice) -> Episodes:
+    """The episodes of a contiguous range of tasks (views, no copies)."""
+    return Episodes(**{f.name: getattr(episodes, f.name)[:, part] for f in fields(episodes)})
 
 
 @dataclass(frozen=True)
