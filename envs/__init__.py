@@ -9,8 +9,16 @@ from __future__ import annotations
 from gymnasium.envs.registration import register
 
 from envs.base import Task, TaskEnv
+from envs.distributions import DirectionTasks, GoalPositionTasks, GoalVelocityTasks
 
-__all__ = ["FAMILY_IDS", "Task", "TaskEnv"]
+__all__ = [
+    "FAMILY_IDS",
+    "DirectionTasks",
+    "GoalPositionTasks",
+    "GoalVelocityTasks",
+    "Task",
+    "TaskEnv",
+]
 
 _FAMILIES: list[tuple[str, str, int, dict]] = [
     ("Navigation2D-v0", "envs.navigation:Navigation2DEnv", 100, {}),

@@ -12,11 +12,11 @@ from abc import abstractmethod
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.utils import EzPickle
 
-from envs.base import Task, TaskEnv
+from envs.base import TaskEnv
+from envs.distributions import DirectionTasks, GoalPositionTasks, GoalVelocityTasks
 
 _ANT_DEFAULTS: dict[str, Any] = {
     "ctrl_cost_weight": 0.005,
@@ -76,7 +76,7 @@ _COMMON_DOC = """
 """
 
 
-class AntVelEnv(_AntTaskEnv):
+class AntVelEnv(GoalVelocityTasks, _AntTaskEnv):
     __doc__ = (
         r"""
     ## Description
@@ -117,27 +117,15 @@ class AntVelEnv(_AntTaskEnv):
     ) -> None:
         family = {"velocity_range": velocity_range, "forward_reward_offset": forward_reward_offset}
         super().__init__(family, **kwargs)
-        low, high = (float(x) for x in velocity_range)
-        self.velocity_range = (low, high)
         self.forward_reward_offset = float(forward_reward_offset)
-        self.task_description = f"velocity ~ U[{low:g}, {high:g}]"
-        self.task_space = spaces.Dict(
-            {"velocity": spaces.Box(low, high, shape=(), dtype=np.float64)}
-        )
-        self.task = {"velocity": 0.5 * (low + high)}
-
-    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
-        return [{"velocity": float(v)} for v in rng.uniform(*self.velocity_range, size=n)]
-
-    def _apply_task(self, task: dict[str, Any]) -> None:
-        self._goal_velocity = float(task["velocity"])
+        self._init_velocity_tasks(velocity_range)
 
     def _task_reward(self, x_velocity: float) -> tuple[float, dict[str, Any]]:
         forward = -abs(x_velocity - self._goal_velocity) + self.forward_reward_offset
         return forward, {"velocity": self._goal_velocity}
 
 
-class AntDirEnv(_AntTaskEnv):
+class AntDirEnv(DirectionTasks, _AntTaskEnv):
     __doc__ = (
         r"""
     ## Description
@@ -159,26 +147,15 @@ class AntDirEnv(_AntTaskEnv):
     """
     )
 
-    task_description = "direction ~ U{-1, +1}"
-
     def __init__(self, **kwargs: Any) -> None:
         super().__init__({}, **kwargs)
-        self.task_space = spaces.Dict({"direction": spaces.Discrete(3, start=-1)})
-        self.task = {"direction": 1}
-
-    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
-        return [{"direction": int(d)} for d in rng.choice([-1, 1], size=n)]
-
-    def _apply_task(self, task: dict[str, Any]) -> None:
-        if task["direction"] == 0:
-            raise ValueError("task['direction'] must be -1 or +1, got 0")
-        self._direction = task["direction"]
+        self._init_direction_tasks()
 
     def _task_reward(self, x_velocity: float) -> tuple[float, dict[str, Any]]:
         return self._direction * x_velocity, {"direction": self._direction}
 
 
-class AntGoalEnv(_AntTaskEnv):
+class AntGoalEnv(GoalPositionTasks, _AntTaskEnv):
     __doc__ = (
         r"""
     ## Description
@@ -232,21 +209,8 @@ class AntGoalEnv(_AntTaskEnv):
             exclude_current_positions_from_observation=exclude_current_positions_from_observation,
             **kwargs,
         )
-        self.goal_low, self.goal_high = float(goal_low), float(goal_high)
         self.goal_reward_offset = float(goal_reward_offset)
-        self.task_description = f"goal ~ U[{self.goal_low:g}, {self.goal_high:g}]^2"
-        self.task_space = spaces.Dict(
-            {"goal": spaces.Box(self.goal_low, self.goal_high, shape=(2,), dtype=np.float64)}
-        )
-        centre = 0.5 * (self.goal_low + self.goal_high)
-        self.task = {"goal": [centre, centre]}
-
-    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
-        goals = rng.uniform(self.goal_low, self.goal_high, size=(n, 2))
-        return [{"goal": goal.tolist()} for goal in goals]
-
-    def _apply_task(self, task: dict[str, Any]) -> None:
-        self._goal = task["goal"]
+        self._init_goal_tasks(goal_low, goal_high)
 
     def _task_reward(self, x_velocity: float) -> tuple[float, dict[str, Any]]:
         distance = float(np.abs(self.data.qpos[:2] - self._goal).sum())

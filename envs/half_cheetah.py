@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.utils import EzPickle
 
-from envs.base import Task, TaskEnv
+from envs.distributions import DirectionTasks, GoalVelocityTasks
 
 
-class HalfCheetahVelEnv(TaskEnv, HalfCheetahEnv):
+class HalfCheetahVelEnv(GoalVelocityTasks, HalfCheetahEnv):
     r"""
     ## Description
     Gymnasium's `HalfCheetah-v5` whose reward asks the cheetah to run forward at a goal
@@ -65,19 +64,7 @@ class HalfCheetahVelEnv(TaskEnv, HalfCheetahEnv):
         EzPickle.__init__(
             self, velocity_range=velocity_range, ctrl_cost_weight=ctrl_cost_weight, **kwargs
         )
-        low, high = (float(x) for x in velocity_range)
-        self.velocity_range = (low, high)
-        self.task_description = f"velocity ~ U[{low:g}, {high:g}]"
-        self.task_space = spaces.Dict(
-            {"velocity": spaces.Box(low, high, shape=(), dtype=np.float64)}
-        )
-        self.task = {"velocity": 0.5 * (low + high)}
-
-    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
-        return [{"velocity": float(v)} for v in rng.uniform(*self.velocity_range, size=n)]
-
-    def _apply_task(self, task: dict[str, Any]) -> None:
-        self._goal_velocity = float(task["velocity"])
+        self._init_velocity_tasks(velocity_range)
 
     def _get_rew(self, x_velocity: float, action: np.ndarray) -> tuple[float, dict[str, Any]]:
         forward = -abs(x_velocity - self._goal_velocity)
@@ -90,7 +77,7 @@ class HalfCheetahVelEnv(TaskEnv, HalfCheetahEnv):
         return forward - ctrl_cost, terms
 
 
-class HalfCheetahDirEnv(TaskEnv, HalfCheetahEnv):
+class HalfCheetahDirEnv(DirectionTasks, HalfCheetahEnv):
     r"""
     ## Description
     Gymnasium's `HalfCheetah-v5` whose reward asks the cheetah to run forward or backward.
@@ -122,21 +109,10 @@ class HalfCheetahDirEnv(TaskEnv, HalfCheetahEnv):
     * v0: Initial version, on top of `HalfCheetah-v5`.
     """
 
-    task_description = "direction ~ U{-1, +1}"
-
     def __init__(self, ctrl_cost_weight: float = 0.05, **kwargs: Any) -> None:
         HalfCheetahEnv.__init__(self, ctrl_cost_weight=ctrl_cost_weight, **kwargs)
         EzPickle.__init__(self, ctrl_cost_weight=ctrl_cost_weight, **kwargs)
-        self.task_space = spaces.Dict({"direction": spaces.Discrete(3, start=-1)})
-        self.task = {"direction": 1}
-
-    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
-        return [{"direction": int(d)} for d in rng.choice([-1, 1], size=n)]
-
-    def _apply_task(self, task: dict[str, Any]) -> None:
-        if task["direction"] == 0:
-            raise ValueError("task['direction'] must be -1 or +1, got 0")
-        self._direction = task["direction"]
+        self._init_direction_tasks()
 
     def _get_rew(self, x_velocity: float, action: np.ndarray) -> tuple[float, dict[str, Any]]:
         forward = self._direction * x_velocity

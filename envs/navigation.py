@@ -8,10 +8,10 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import EzPickle
 
-from envs.base import Task, TaskEnv
+from envs.distributions import GoalPositionTasks
 
 
-class Navigation2DEnv(TaskEnv):
+class Navigation2DEnv(GoalPositionTasks):
     r"""
     ## Description
     A point agent starts at the origin of the plane and must move to a goal position. The
@@ -63,23 +63,10 @@ class Navigation2DEnv(TaskEnv):
         EzPickle.__init__(self, goal_low=goal_low, goal_high=goal_high)
         if not goal_low < goal_high:
             raise ValueError(f"need goal_low < goal_high, got {goal_low}, {goal_high}")
-        self.goal_low, self.goal_high = float(goal_low), float(goal_high)
-        self.task_description = f"goal ~ U[{self.goal_low:g}, {self.goal_high:g}]^2"
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
         self.action_space = spaces.Box(-0.1, 0.1, shape=(2,), dtype=np.float32)
-        self.task_space = spaces.Dict(
-            {"goal": spaces.Box(self.goal_low, self.goal_high, shape=(2,), dtype=np.float64)}
-        )
         self._position = np.zeros(2)
-        centre = 0.5 * (self.goal_low + self.goal_high)
-        self.task = {"goal": [centre, centre]}
-
-    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
-        goals = rng.uniform(self.goal_low, self.goal_high, size=(n, 2))
-        return [{"goal": goal.tolist()} for goal in goals]
-
-    def _apply_task(self, task: dict[str, Any]) -> None:
-        self._goal = task["goal"]
+        self._init_goal_tasks(goal_low, goal_high)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
