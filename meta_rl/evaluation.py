@@ -1,0 +1,497 @@
+"""Meta-test evaluation: adaptation curves on held-out tasks, with confidence intervals.
+
+A meta-learning claim is a curve: the mean return on tasks never seen in training after
+0, 1, ..., K inner policy-gradient steps, against baselines evaluated the same way. Here every
+method gets the same held-out tasks, the same environment-reset and action-noise stream (the
+sampler generator is re-seeded identically before each method) and the same step-size
+schedule, so differences between curves come from the initial parameters alone.
+
+Held-out tasks. Training draws everything from ``np.random.default_rng(seed)``, i.e.
+``SeedSequence(seed)`` with an empty spawn key. Evaluation draws from
+``SeedSequence(seed, spawn_key=(EVAL_SPAWN_KEY,))``, which numpy hashes into an independent
+stream: it is not a state training can reach (training never spawns, and ``spawn`` children
+use keys 0, 1, 2, ... far below ``EVAL_SPAWN_KEY``). Its first child draws the tasks, its
+second seeds the sampler (resets and action noise).
+
+Protocol (as the MAML paper's evaluation scripts): sample ``episodes`` per task with the
+current parameters, record their mean return, take one REINFORCE step on those same episodes
+(advantages as in training), repeat; step ``k`` uses ``step_sizes[k]`` (alpha, then
+``alpha * later_factor`` for the later steps, 1/2 by default as in the original scripts).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from meta_rl.adaptation import AdvantageEstimator, InnerBatch, adapt, detached
+from meta_rl.functional import Params, expand_to_tasks, policy_params
+from meta_rl.sampler import VectorSampler
+
+EVAL_SPAWN_KEY = 0x6D657461_74657374  # b"metatest": the held-out stream's spawn key
+EVAL_DIR = "eval"
+CSV_NAME = "adaptation.csv"
+JSON_NAME = "adaptation.json"
+PNG_NAME = "adaptation.png"
+
+Task = dict[str, Any]
+
+
+# ---------------------------------------------------------------------------------------------
+# held-out tasks and step sizes
+
+
+def held_out_seed_sequence(seed: int) -> np.random.SeedSequence:
+    """The evaluation root: same entropy as training, a spawn key training never uses."""
+    return np.random.SeedSequence(seed, spawn_key=(EVAL_SPAWN_KEY,))
+
+
+def held_out_generators(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """(task generator, sampler generator), both from the held-out root."""
+    tasks_seq, sampler_seq = held_out_seed_sequence(seed).spawn(2)
+    return np.random.default_rng(tasks_seq), np.random.default_rng(sampler_seq)
+
+
+def held_out_tasks(sampler: VectorSampler, num_tasks: int, seed: int) -> list[Task]:
+    """``num_tasks`` tasks of the sampler's family from the held-out stream of ``seed``."""
+    return sampler.unwrapped.sample_tasks(num_tasks, held_out_generators(seed)[0])
+
+
+def step_sizes(alpha: float, steps: int, later_factor: float = 0.5) -> list[float]:
+    """Inner step sizes for ``steps`` steps: ``alpha`` first, ``alpha * later_factor`` after."""
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    return [alpha if k == 0 else alpha * later_factor for k in range(steps)]
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularised incomplete beta (modified Lentz)."""
+    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _betacf(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
+
+
+def student_t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t with ``df`` degrees of freedom."""
+    tail = 0.5 * _betainc(0.5 * df, 0.5, df / (df + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
+def student_t_quantile(p: float, df: float) -> float:
+    """Inverse CDF by bisection (numpy has no t quantile and scipy is not a dependency)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    if p < 0.5:
+        return -student_t_quantile(1.0 - p, df)
+    lo, hi = 0.0, 1.0
+    while student_t_cdf(hi, df) < p:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if student_t_cdf(mid, df) < p:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-13 * max(1.0, hi):
+            break
+    return 0.5 * (lo + hi)
+
+
+def confidence_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """(mean, half-width) of the Student-t interval of the mean; tasks are the samples."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("confidence_interval of an empty sample")
+    if x.size == 1:
+        return float(x[0]), math.nan
+    sem = x.std(ddof=1) / math.sqrt(x.size)
+    return float(x.mean()), student_t_quantile(0.5 + 0.5 * level, x.size - 1) * float(sem)
+
+
+# ---------------------------------------------------------------------------------------------
+# one curve
+
+
+@dataclass
+class AdaptationCurve:
+    """Per-task mean returns after each of 0..K inner steps for one method."""
+
+    method: str
+    step_sizes: list[float]  # K entries: the step size of step k+1
+    task_returns: list[list[float]]  # [K+1][num_tasks] mean return over the task's episodes
+    env_steps: int = 0
+    wall_s: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)  # training budget etc., for tables
+
+    @property
+    def steps(self) -> int:
+        return len(self.step_sizes)
+
+    def mean_ci(self, level: float = 0.95) -> list[tuple[float, float]]:
+        return [confidence_interval(r, level) for r in self.task_returns]
+
+    def to_dict(self) -> dict[str, Any]:
+        stats = self.mean_ci()
+        return {
+            "method": self.method,
+            "step_sizes": self.step_sizes,
+            "mean": [m for m, _ in stats],
+            "ci95": [h for _, h in stats],
+            "task_returns": self.task_returns,
+            "env_steps": self.env_steps,
+            "wall_s": self.wall_s,
+            "info": self.info,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AdaptationCurve:
+        return cls(
+            method=data["method"],
+            step_sizes=list(data["step_sizes"]),
+            task_returns=[list(r) for r in data["task_returns"]],
+            env_steps=int(data.get("env_steps", 0)),
+            wall_s=float(data.get("wall_s", 0.0)),
+            info=dict(data.get("info", {})),
+        )
+
+
+def adaptation_curve(
+    method: str,
+    policy: nn.Module,
+    sampler: VectorSampler,
+    tasks: Sequence[Task],
+    sizes: Sequence[float],
+    advantages: AdvantageEstimator,
+    sampler_state: dict[str, Any],
+    params: Params | None = None,
+) -> AdaptationCurve:
+    """Adapt ``policy`` (or ``params``) on every task for ``len(sizes)`` steps; record returns.
+
+    The sampler generator is set to ``sampler_state`` first, so two methods evaluated with the
+    same state see the same resets and action noise. Adaptation is first-order by nature here
+    (nothing is differentiated through it) and never touches the module's own parameters.
+    """
+    start = time.perf_counter()
+    sampler.set_rng_state(sampler_state)
+    shared = params if params is not None else policy_params(policy)
+    current = detached(expand_to_tasks({k: v.detach() for k, v in shared.items()}, len(tasks)))
+    returns: list[list[float]] = []
+    env_steps = 0
+    for k in range(len(sizes) + 1):
+        episodes = sampler.sample(policy, current, tasks)
+        env_steps += episodes.num_steps
+        returns.append(episodes.episode_returns().mean(dim=1).cpu().double().tolist())
+        if k < len(sizes):
+            adv, _ = advantages(episodes)
+            stepped = adapt(
+                policy, current, InnerBatch(episodes, adv), sizes[k], create_graph=False
+            )
+            current = detached(stepped)
+    return AdaptationCurve(method, list(sizes), returns, env_steps, time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluating a run directory
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What ``meta-rl evaluate`` asks for; defaults follow the MAML paper's meta-test."""
+
+    tasks: int = 40
+    steps: int = 3
+    episodes: int = 20
+    seed: int | None = None  # None: the run's train.seed (its held-out stream, never training's)
+    step_size: float | None = None  # None: the run's algo.inner_lr
+    later_factor: float = 0.5  # steps 2..K use step_size * later_factor
+    baselines: tuple[str, ...] = ()  # any of BASELINES
+    baseline_timesteps: int = 100_000  # SB3 PPO budget of "pretrained" and "oracle"
+
+
+BASELINES = ("random", "pretrained", "oracle")
+
+
+def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
+    """(config, policy state_dict) of a run: its config.yaml and latest checkpoint."""
+    from meta_rl.checkpoint import find_latest, load_checkpoint
+    from meta_rl.config import load_config
+
+    run_dir = Path(run_dir)
+    config = load_config(run_dir / "config.yaml")
+    latest = find_latest(run_dir)
+    if latest is None:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint to evaluate")
+    state = load_checkpoint(latest, map_location=device)
+    return config, state["trainer"]["policy"]
+
+
+def make_eval_sampler(config: Any, num_tasks: int, episodes: int, env_id: str | None = None):
+    """A sampler for the run's family (or ``env_id``, e.g. the oracle's) on the CPU."""
+    return VectorSampler(
+        env_id or config.env.id,
+        num_tasks,
+        episodes,
+        seed=0,  # replaced by the held-out sampler state before every curve
+        env_kwargs=config.env.kwargs,
+        max_episode_steps=config.env.max_episode_steps,
+    )
+
+
+def advantage_estimator(config: Any) -> AdvantageEstimator:
+    algo = config.algo
+    return AdvantageEstimator(algo.gamma, algo.gae_lambda, algo.normalize_advantages)
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    settings: EvalSettings = EvalSettings(),
+    *,
+    out_dir: str | Path | None = None,
+    method: str | None = None,
+    baseline_cache: str | Path | None = None,
+    baseline_overrides: Mapping[str, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[AdaptationCurve]:
+    """Evaluate a run's meta-learned policy (and baselines) on held-out tasks; write results.
+
+    Writes ``adaptation.csv``, ``adaptation.json``, ``adaptation.png`` and TensorBoard scalars
+    to ``out_dir`` (default ``RUN_DIR/eval``). SB3 baselines are trained once and cached as
+    ``<baseline_cache>/<name>.zip`` (default: ``out_dir``); ``baseline_overrides`` replaces
+    fields of their ``agents.pretrained.PPOBaselineSpec`` (``n_envs``, ``ppo_kwargs``, ...).
+    """
+    from meta_rl.trainer import build_policy
+
+    run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir is not None else run_dir / EVAL_DIR
+    say = progress or (lambda message: None)
+    config, policy_state = load_run(run_dir)
+    seed = config.train.seed if settings.seed is None else settings.seed
+    alpha = config.algo.inner_lr if settings.step_size is None else settings.step_size
+    sizes = step_sizes(alpha, settings.steps, settings.later_factor)
+    sampler = make_eval_sampler(config, settings.tasks, settings.episodes)
+    tasks = held_out_tasks(sampler, settings.tasks, seed)
+    sampler_state = held_out_generators(seed)[1].bit_generator.state
+    estimator = advantage_estimator(config)
+    curves: list[AdaptationCurve] = []
+    try:
+        policy = build_policy(config, sampler, config.train.seed)
+        policy.load_state_dict(policy_state)
+        name = method or config.algo.name
+        say(f"evaluating {name} on {len(tasks)} held-out tasks")
+        curves.append(
+            adaptation_curve(name, policy, sampler, tasks, sizes, estimator, sampler_state)
+        )
+        for baseline in settings.baselines:
+            say(f"evaluating baseline {baseline}")
+            curves.append(
+                evaluate_baseline(
+                    baseline,
+                    config,
+                    sampler,
+                    tasks,
+                    sizes,
+                    sampler_state,
+                    timesteps=settings.baseline_timesteps,
+                    cache_dir=Path(baseline_cache) if baseline_cache else out,
+                    overrides=baseline_overrides,
+                )
+            )
+    finally:
+        sampler.close()
+    meta = {
+        "run_dir": str(run_dir),
+        "env_id": config.env.id,
+        "seed": seed,
+        "eval_spawn_key": EVAL_SPAWN_KEY,
+        "num_tasks": settings.tasks,
+        "episodes_per_task": settings.episodes,
+        "tasks": tasks,
+    }
+    write_results(out, curves, meta)
+    return curves
+
+
+def evaluate_baseline(
+    name: str,
+    config: Any,
+    sampler: VectorSampler,
+    tasks: Sequence[Task],
+    sizes: Sequence[float],
+    sampler_state: dict[str, Any],
+    *,
+    timesteps: int,
+    cache_dir: Path,
+    overrides: Mapping[str, Any] | None = None,
+) -> AdaptationCurve:
+    """One baseline's curve on the same tasks, sampler stream and step sizes as the run."""
+    from meta_rl.trainer import build_policy
+
+    estimator = advantage_estimator(config)
+    if name == "random":
+        policy = build_policy(config, sampler, config.train.seed)  # meta-training skipped
+        curve = adaptation_curve(name, policy, sampler, tasks, sizes, estimator, sampler_state)
+        curve.info = {"train_env_steps": 0, "train_wall_s": 0.0}
+        return curve
+    if name not in ("pretrained", "oracle"):
+        raise ValueError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
+    from agents.pretrained import PPOBaselineSpec, load_or_train_ppo_baseline, oracle_env_id
+
+    oracle = name == "oracle"
+    spec = PPOBaselineSpec(
+        env_id=config.env.id,
+        oracle=oracle,
+        total_timesteps=timesteps,
+        seed=config.train.seed,
+        hidden_sizes=tuple(config.policy.hidden_sizes),
+        activation=config.policy.activation,
+        env_kwargs=dict(config.env.kwargs),
+        max_episode_steps=config.env.max_episode_steps,
+    )
+    spec = dataclasses.replace(spec, **dict(overrides or {}))
+    actor, info = load_or_train_ppo_baseline(spec, cache_dir / f"{name}.zip")
+    if not oracle:
+        curve = adaptation_curve(name, actor, sampler, tasks, sizes, estimator, sampler_state)
+    else:
+        oracle_sampler = make_eval_sampler(
+            config, len(tasks), sampler.episodes_per_task, oracle_env_id(config.env.id)
+        )
+        try:
+            curve = adaptation_curve(
+                name, actor, oracle_sampler, tasks, sizes, estimator, sampler_state
+            )
+        finally:
+            oracle_sampler.close()
+    curve.info = info
+    return curve
+
+
+# ---------------------------------------------------------------------------------------------
+# output
+
+
+CSV_COLUMNS = (
+    "method",
+    "step",
+    "step_size",
+    "mean_return",
+    "ci95",
+    "ci95_low",
+    "ci95_high",
+    "num_tasks",
+)
+
+
+def write_results(out: Path, curves: Sequence[AdaptationCurve], meta: dict[str, Any]) -> None:
+    """adaptation.csv (one row per method and step), .json (everything), .png, TensorBoard."""
+    from meta_rl.plotting import plot_curves
+
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / CSV_NAME).open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for curve in curves:
+            for step, (mean, half) in enumerate(curve.mean_ci()):
+                writer.writerow(
+                    {
+                        "method": curve.method,
+                        "step": step,
+                        "step_size": curve.step_sizes[step - 1] if step else 0.0,
+                        "mean_return": mean,
+                        "ci95": half,
+                        "ci95_low": mean - half,
+                        "ci95_high": mean + half,
+                        "num_tasks": len(curve.task_returns[step]),
+                    }
+                )
+    payload = {**meta, "curves": [c.to_dict() for c in curves]}
+    (out / JSON_NAME).write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    title = f"{meta.get('env_id', '')}: {meta.get('num_tasks', '?')} held-out tasks"
+    plot_curves([(c.method, c) for c in curves], out / PNG_NAME, title=title)
+    _log_tensorboard(out, curves)
+
+
+def _log_tensorboard(out: Path, curves: Sequence[AdaptationCurve]) -> None:
+    """Curve as scalars with step = number of inner steps (``eval/<method>/return``)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(out))
+    try:
+        for curve in curves:
+            for step, (mean, half) in enumerate(curve.mean_ci()):
+                writer.add_scalar(f"eval/{curve.method}/return", mean, step)
+                writer.add_scalar(f"eval/{curve.method}/ci95", half, step)
+    finally:
+        writer.close()
+
+
+def load_results(path: str | Path) -> tuple[dict[str, Any], list[AdaptationCurve]]:
+    """Read a run dir, its eval dir, or an adaptation.json back into curves."""
+    path = Path(path)
+    for candidate in (path, path / JSON_NAME, path / EVAL_DIR / JSON_NAME):
+        if candidate.is_file():
+            data = json.loads(candidate.read_text(encoding="utf-8"))
+            curves = [AdaptationCurve.from_dict(c) for c in data.pop("curves")]
+            return data, curves
+    raise FileNotFoundError(f"{path}: no {JSON_NAME} (run `meta-rl evaluate` first)")
+
+
+def curves_table(curves: Sequence[AdaptationCurve]) -> str:
+    """Plain-text table: one row per method, ``mean ± ci95`` after each inner step."""
+    steps = max((len(c.task_returns) for c in curves), default=0)
+    header = ["method", *(f"step {k}" for k in range(steps))]
+    rows = [[c.method, *(f"{m:.2f} ± {h:.2f}" for m, h in c.mean_ci())] for c in curves]
+    widths = [max(len(r[i]) for r in [header, *rows] if i < len(r)) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(
+            cell.rjust(w) if i else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(r, widths, strict=False))
+        )
+        for r in [header, *rows]
+    )

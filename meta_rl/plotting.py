@@ -1,0 +1,61 @@
+"""Adaptation-curve plots: mean return after 0..K inner steps with 95 % confidence bands.
+
+matplotlib is imported inside the function (Agg backend, no display needed), so nothing else
+in the package pays for it or needs it installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from meta_rl.evaluation import AdaptationCurve
+
+
+def plot_curves(
+    curves: Sequence[tuple[str, AdaptationCurve]],
+    out: str | Path,
+    title: str = "",
+) -> Path:
+    """One line per (label, curve) with its confidence band; written as a PNG to ``out``."""
+    try:
+        import matplotlib
+    except ModuleNotFoundError as exc:
+        raise RuntimeError("plotting needs matplotlib: pip install matplotlib") from exc
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=100)
+    try:
+        max_steps = 0
+        for label, curve in curves:
+            stats = curve.mean_ci()
+            steps = list(range(len(stats)))
+            mean = [m for m, _ in stats]
+            half = [0.0 if h != h else h for _, h in stats]  # NaN (one task): no band
+            (line,) = ax.plot(steps, mean, marker="o", label=label)
+            ax.fill_between(
+                steps,
+                [m - h for m, h in zip(mean, half, strict=True)],
+                [m + h for m, h in zip(mean, half, strict=True)],
+                color=line.get_color(),
+                alpha=0.2,
+                linewidth=0,
+            )
+            max_steps = max(max_steps, len(steps) - 1)
+        ax.set_xticks(range(max_steps + 1))
+        ax.set_xlabel("number of inner gradient steps")
+        ax.set_ylabel("mean return (95% CI over tasks)")
+        if title:
+            ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, format="png")
+    finally:
+        plt.close(fig)
+    return out
