@@ -1,4 +1,4 @@
-"""`meta-rl` command line: train, envs.
+"""`meta-rl` command line: train, envs, evaluate, plot.
 
 Heavy modules (torch, the trainer, the MuJoCo envs) are imported inside the subcommands, so a
 bad config is reported in a fraction of a second. Exit codes: 0 ok, 2 usage or config error,
@@ -51,6 +51,56 @@ def build_parser() -> argparse.ArgumentParser:
     envs.add_argument("--seed", type=int, default=0, help="seed of the random rollouts")
     envs.set_defaults(handler=_envs)
 
+    evaluate = sub.add_parser(
+        "evaluate", help="adaptation curve of a run (and baselines) on held-out tasks"
+    )
+    evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a `meta-rl train` run")
+    evaluate.add_argument("--tasks", type=int, default=40, help="held-out tasks (default 40)")
+    evaluate.add_argument("--steps", type=int, default=3, help="inner steps K (default 3)")
+    evaluate.add_argument(
+        "--episodes", type=int, default=20, help="episodes per task and step (default 20)"
+    )
+    evaluate.add_argument(
+        "--seed", type=int, help="held-out task seed (default: the run's train.seed)"
+    )
+    evaluate.add_argument(
+        "--step-size", type=float, help="first inner step size (default: algo.inner_lr)"
+    )
+    evaluate.add_argument(
+        "--later-step-factor",
+        type=float,
+        default=0.5,
+        help="steps 2..K use step size * this (default 0.5, as the MAML paper's scripts)",
+    )
+    evaluate.add_argument(
+        "--baseline",
+        dest="baselines",
+        action="append",
+        default=[],
+        choices=("random", "pretrained", "oracle"),
+        help="also evaluate this baseline on the same tasks (repeatable)",
+    )
+    evaluate.add_argument(
+        "--baseline-timesteps",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="SB3 PPO env steps of the pretrained / oracle baselines (default 100000)",
+    )
+    evaluate.add_argument("--out", type=Path, help="output directory (default: RUN_DIR/eval)")
+    evaluate.add_argument("--threads", type=int, metavar="N", help="torch threads")
+    evaluate.set_defaults(handler=_evaluate)
+
+    plot = sub.add_parser(
+        "plot", help="put the adaptation curves of several evaluations on one plot"
+    )
+    plot.add_argument(
+        "dirs", nargs="+", type=Path, metavar="DIR", help="run dir, eval dir or adaptation.json"
+    )
+    plot.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    plot.add_argument("--title", default="", help="plot title")
+    plot.set_defaults(handler=_plot)
+
     return parser
 
 
@@ -80,6 +130,21 @@ def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
             parser.error("train: give a CONFIG file, or --resume RUN_DIR")
     elif args.command == "envs" and args.rollouts is not None and args.rollouts < 1:
         parser.error("envs: --rollouts must be >= 1")
+    elif args.command == "evaluate":
+        for name, value, low in (
+            ("--tasks", args.tasks, 2),  # a confidence interval needs two tasks
+            ("--steps", args.steps, 0),
+            ("--episodes", args.episodes, 1),
+            ("--baseline-timesteps", args.baseline_timesteps, 1),
+        ):
+            if value < low:
+                parser.error(f"evaluate: {name} must be >= {low}")
+        for name, value in (
+            ("--step-size", args.step_size),
+            ("--later-step-factor", args.later_step_factor),
+        ):
+            if value is not None and not value > 0:
+                parser.error(f"evaluate: {name} must be > 0")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -121,6 +186,54 @@ def _envs(args: argparse.Namespace) -> int:
         for env_id in ids:
             mean = catalog.random_policy_return(env_id, args.rollouts, args.seed)
             print(f"{env_id:<{width}}  {mean:12.3f}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from meta_rl.checkpoint import find_latest
+
+    if not (args.run_dir / "config.yaml").is_file() or find_latest(args.run_dir) is None:
+        print(
+            f"meta-rl: error: {args.run_dir}: not a run dir (needs config.yaml and a checkpoint)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    evaluation = importlib.import_module("meta_rl.evaluation")
+    if args.threads:
+        importlib.import_module("torch").set_num_threads(args.threads)
+    settings = evaluation.EvalSettings(
+        tasks=args.tasks,
+        steps=args.steps,
+        episodes=args.episodes,
+        seed=args.seed,
+        step_size=args.step_size,
+        later_factor=args.later_step_factor,
+        baselines=tuple(dict.fromkeys(args.baselines)),
+        baseline_timesteps=args.baseline_timesteps,
+    )
+    out = args.out if args.out is not None else args.run_dir / evaluation.EVAL_DIR
+    curves = evaluation.evaluate_run(
+        args.run_dir, settings, out_dir=out, progress=lambda m: print(m, file=sys.stderr)
+    )
+    print(evaluation.curves_table(curves))
+    print(out)
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    evaluation = importlib.import_module("meta_rl.evaluation")
+    labelled = []
+    for path in args.dirs:
+        try:
+            _, curves = evaluation.load_results(path)
+        except FileNotFoundError as exc:
+            print(f"meta-rl: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        for curve in curves:
+            label = curve.method if len(args.dirs) == 1 else f"{path}: {curve.method}"
+            labelled.append((label, curve))
+    plotting = importlib.import_module("meta_rl.plotting")
+    print(plotting.plot_curves(labelled, args.out, title=args.title))
     return 0
 
 
