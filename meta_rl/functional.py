@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from torch import Tensor, nn
-from torch.distributions import Distribution, Independent, kl_divergence
+from torch.distributions import Categorical, Distribution, Independent, kl_divergence
 from torch.func import functional_call, vmap
 
 from agents.recurrent import is_recurrent
@@ -106,6 +106,10 @@ def task_kl(
     def kl(old: Params, new: Params, task_obs: Tensor) -> Tensor:
         old_dist = _distribution(policy, old, task_obs)
         new_dist = _distribution(policy, new, task_obs)
+        if isinstance(old_dist, Categorical) and isinstance(new_dist, Categorical):
+            # torch's Categorical KL masks with a boolean index, which vmap cannot batch;
+            # its logits are normalised log-probabilities, so this is the same KL
+            return (old_dist.probs * (old_dist.logits - new_dist.logits)).sum(-1)
         return kl_divergence(old_dist, new_dist)
 
     return vmap(kl, in_dims=(0, 0, task_dim), out_dims=task_dim)(old_params, new_params, obs)
