@@ -1,0 +1,88 @@
+"""The reproduction script runs end to end at the tiny budget; its table holds measured numbers."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from meta_rl.evaluation import load_results
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script():
+    """Import experiments/reproduce.py (not a package) under its own module name."""
+    if "experiments_reproduce" in sys.modules:
+        return sys.modules["experiments_reproduce"]
+    spec = importlib.util.spec_from_file_location(
+        "experiments_reproduce", ROOT / "experiments" / "reproduce.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["experiments_reproduce"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def table_rows(markdown: str) -> dict[str, list[str]]:
+    rows = [line for line in markdown.splitlines() if line.startswith("| ")][1:]
+    return {
+        cells[0]: cells[1:]
+        for cells in ([c.strip() for c in r.strip("|").split("|")] for r in rows)
+    }
+
+
+def test_reproduce_navigation_tiny_end_to_end_and_rerun_reuses(tmp_path):
+    script = load_script()
+    args = [
+        "--benchmark",
+        "navigation2d",
+        "--budget",
+        "tiny",
+        "--work-dir",
+        str(tmp_path / "work"),
+        "--results-dir",
+        str(tmp_path / "results"),
+        "--skip",
+        "reptile",
+    ]
+    assert script.main(args) == 0
+    results = tmp_path / "results"
+    markdown = (results / "navigation2d_tiny.md").read_text()
+    rows = table_rows(markdown)
+    assert list(rows) == ["maml_trpo", "random", "pretrained", "oracle"]
+
+    # every table cell is the evaluation's own number (CSV and the run's adaptation.json)
+    with (results / "navigation2d_tiny.csv").open() as f:
+        measured = {(r["method"], int(r["step"])): r for r in csv.DictReader(f)}
+    _, curves = load_results(tmp_path / "work" / "navigation2d_tiny" / "maml_trpo")
+    assert [c.method for c in curves] == list(rows)
+    for curve in curves:
+        for step, (mean, half) in enumerate(curve.mean_ci()):
+            cell = rows[curve.method][step]
+            assert re.match(rf"{mean:.1f} ± {half:.1f}( \(paper .*\))?$", cell), cell
+            assert float(measured[(curve.method, step)]["mean_return"]) == round(mean, 3)
+    assert "paper ≈ -10 to -20" in rows["maml_trpo"][1]
+    assert "1 meta-iteration(s)" in markdown and "; trained." in markdown
+    with Image.open(results / "navigation2d_tiny.png") as image:
+        assert image.format == "PNG"
+
+    # a second invocation reuses the run and the cached baselines, and measures the same
+    assert script.main(args) == 0
+    again = (results / "navigation2d_tiny.md").read_text()
+    assert "reused (trained by an earlier invocation)" in again
+    assert {k: v[:4] for k, v in table_rows(again).items()} == {k: v[:4] for k, v in rows.items()}
+
+
+def test_budgets_name_existing_configs_and_small_is_the_default():
+    script = load_script()
+    args = script.parse_args(["--benchmark", "halfcheetah_dir"])
+    assert args.budget == "small" and args.threads == 1
+    for benchmark in script.BENCHMARKS.values():
+        assert set(benchmark.budgets) == {"small", "paper", "tiny"}
+        for budget in benchmark.budgets.values():
+            assert script._config_path("maml", benchmark, budget).is_file()
