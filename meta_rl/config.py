@@ -28,6 +28,7 @@ ALGORITHMS = ("maml_trpo", "reptile")
 """Meta-learners the trainer knows."""
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu")
 DEVICES = ("cpu", "cuda", "auto")
+SAMPLERS = ("vector", "process", "torch")
 POLICY_KINDS = ("mlp", "gru", "sb3")
 INNER_OPTIMIZERS = ("sgd", "adam")
 INNER_LOSSES = ("reinforce", "ppo")
@@ -90,6 +91,10 @@ class AlgoConfig:
     """maximum backtracking line-search steps"""
     ls_backtrack_ratio: float = 0.8
     """step shrink factor per line-search step"""
+    task_chunk: int = 4
+    """tasks per meta-gradient / Fisher-product graph (0: all at once); same math, faster"""
+    fisher_subsample: float = 1.0
+    """fraction of each task's post-adaptation episodes used in the Fisher (1.0: exact)"""
     inner_optimizer: str = "sgd"
     """reptile: optimiser of the inner updates (a fresh one per task and iteration): sgd | adam"""
     inner_loss: str = "reinforce"
@@ -129,7 +134,11 @@ class TrainConfig:
     checkpoint_every: int = 50
     """keep a numbered checkpoint every N iterations (0: only checkpoints/latest.pt)"""
     num_threads: int | None = None
-    """torch intra-op threads of the learner; None leaves torch's default"""
+    """torch intra-op threads of the learner; None: one per core"""
+    sampler: str = "vector"
+    """sampler backend: vector (in-process) | process (worker per core) | torch (tensor envs)"""
+    num_workers: int | None = None
+    """worker processes of the process sampler; None: one per core"""
 
 
 @dataclass
@@ -370,6 +379,13 @@ def validate_config(cfg: Config) -> None:
         "must be in (0, 1)",
         algo.ls_backtrack_ratio,
     )
+    check(algo.task_chunk >= 0, "algo.task_chunk", "must be >= 0", algo.task_chunk)
+    check(
+        0 < algo.fisher_subsample <= 1,
+        "algo.fisher_subsample",
+        "must be in (0, 1]",
+        algo.fisher_subsample,
+    )
     _check_reptile(algo, pol)
 
     check(tr.meta_batch_size >= 1, "train.meta_batch_size", "must be >= 1", tr.meta_batch_size)
@@ -390,6 +406,13 @@ def validate_config(cfg: Config) -> None:
         "train.num_threads",
         "must be >= 1 or null",
         tr.num_threads,
+    )
+    check(tr.sampler in SAMPLERS, "train.sampler", _one_of(SAMPLERS), tr.sampler)
+    check(
+        tr.num_workers is None or tr.num_workers >= 1,
+        "train.num_workers",
+        "must be >= 1 or null",
+        tr.num_workers,
     )
 
     _check_env(env)

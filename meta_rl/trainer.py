@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from meta_rl.checkpoint import CheckpointManager, find_latest, load_checkpoint
 from meta_rl.config import Config, config_to_dict, default_run_dir, save_config
 from meta_rl.logger import MetricLogger
 from meta_rl.maml import MAMLTRPOLearner, MAMLTRPOSettings
+from meta_rl.perf import configure_learner
 from meta_rl.sampler import VectorSampler
 
 
@@ -92,6 +92,8 @@ def build_meta_learner(config: Config, policy: nn.Module, sampler: VectorSampler
             cg_damping=algo.cg_damping,
             ls_max_steps=algo.ls_max_steps,
             ls_backtrack_ratio=algo.ls_backtrack_ratio,
+            task_chunk=algo.task_chunk,
+            fisher_subsample=algo.fisher_subsample,
         )
         return MAMLTRPOLearner(policy, sampler, advantages, settings, algo.num_inner_steps)
     if algo.name == "reptile":
@@ -141,6 +143,27 @@ def _build_reptile(
     )
 
 
+def build_sampler(config: Config, device: torch.device) -> VectorSampler:
+    """The ``train.sampler`` backend; all three give the same interface (and seeding order)."""
+    tr = config.train
+    args = (config.env.id, tr.meta_batch_size, tr.episodes_per_task)
+    kwargs: dict[str, Any] = {
+        "seed": tr.seed,
+        "env_kwargs": config.env.kwargs,
+        "max_episode_steps": config.env.max_episode_steps,
+        "device": device,
+    }
+    if tr.sampler == "process":
+        from meta_rl.parallel_sampler import ProcessSampler
+
+        return ProcessSampler(*args, num_workers=tr.num_workers, **kwargs)  # type: ignore[return-value]
+    if tr.sampler == "torch":
+        from meta_rl.batched_envs import TorchSampler
+
+        return TorchSampler(*args, **kwargs)  # type: ignore[return-value]
+    return VectorSampler(*args, **kwargs)
+
+
 class MetaTrainer:
     """Everything one run holds: sampler, policy, meta-learner, and how to log an iteration."""
 
@@ -148,15 +171,7 @@ class MetaTrainer:
         self.config = config
         # Seeding, in one place: the sampler's generator drives tasks, env resets and actions;
         # the policy initialisation has its own stream from the same seed.
-        self.sampler = VectorSampler(
-            config.env.id,
-            config.train.meta_batch_size,
-            config.train.episodes_per_task,
-            seed=config.train.seed,
-            env_kwargs=config.env.kwargs,
-            max_episode_steps=config.env.max_episode_steps,
-            device=device,
-        )
+        self.sampler = build_sampler(config, device)
         self.policy = build_policy(config, self.sampler, config.train.seed).to(device)
         self.meta_learner = build_meta_learner(config, self.policy, self.sampler)
 
@@ -199,7 +214,8 @@ def train(config: Config, run_dir: Path | None = None, resume: Path | None = Non
     """
     run_dir = Path(resume or run_dir or default_run_dir(config))
     device = resolve_device(config.train.device)
-    torch.set_num_threads(config.train.num_threads or os.cpu_count() or 1)
+    # learner: all cores (sampler workers use one thread each); glibc keeps large blocks
+    configure_learner(config.train.num_threads)
     state = None
     if resume is not None:
         latest = find_latest(run_dir)

@@ -254,6 +254,18 @@ BAD_CASES = [
     ),
     (
         "",
+        ["train.sampler=ray"],
+        "config error: train.sampler: must be one of vector, process, torch, got 'ray'",
+    ),
+    ("", ["train.num_workers=0"], "config error: train.num_workers: must be >= 1 or null, got 0"),
+    ("", ["algo.task_chunk=-1"], "config error: algo.task_chunk: must be >= 0, got -1"),
+    (
+        "",
+        ["algo.fisher_subsample=0"],
+        "config error: algo.fisher_subsample: must be in (0, 1], got 0.0",
+    ),
+    (
+        "",
         ["train.device=tpu"],
         "config error: train.device: must be one of cpu, cuda, auto, cuda:N, got 'tpu'",
     ),
