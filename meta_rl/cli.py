@@ -101,10 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--title", default="", help="plot title")
     plot.set_defaults(handler=_plot)
 
+    bench = sub.add_parser(
+        "bench", help="speed benchmarks (same as python -m benchmarks ...)", add_help=False
+    )
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="ceiling|sampler|iteration ...")
+    bench.set_defaults(handler=_bench)
+
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # everything after it, --help included, belongs to benchmarks
+        return _bench(argparse.Namespace(bench_args=argv[1:]))
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -235,6 +244,20 @@ def _plot(args: argparse.Namespace) -> int:
     plotting = importlib.import_module("meta_rl.plotting")
     print(plotting.plot_curves(labelled, args.out, title=args.title))
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    try:
+        benchmarks = importlib.import_module("benchmarks.__main__")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("benchmarks", "benchmarks.__main__"):
+            raise
+        print("meta-rl: error: bench needs the repository checkout on sys.path", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return benchmarks.main(args.bench_args or ["--help"])
+    except SystemExit as exc:  # argparse inside the benchmarks: --help or a usage error
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
 
 
 if __name__ == "__main__":

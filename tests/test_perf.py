@@ -168,3 +168,11 @@ def test_chunked_trpo_step_equals_one_batch_step(meta_problem):
     for key in ("surrogate_after", "kl"):
         assert getattr(chunked, key) == pytest.approx(getattr(whole, key), rel=1e-7)
     torch.testing.assert_close(theta_chunked, theta_whole, rtol=1e-7, atol=1e-10)
+
+
+def test_meta_rl_bench_forwards_to_the_benchmarks(capsys):
+    from meta_rl.cli import main
+
+    assert main(["bench", "iteration", "--help"]) == 0
+    assert "meta-iteration" not in capsys.readouterr().err
+    assert main(["bench", "nonsense"]) == 2

@@ -1,0 +1,397 @@
+"""``python -m benchmarks {ceiling,sampler,iteration}``: tables on stdout, JSON on disk.
+
+Every table compares against a baseline measured in the same run (a ratio), because absolute
+seconds on a shared 2-core box move with the neighbours' load; the load average is recorded
+with every result. Iteration variants run in fresh subprocesses so allocator settings and peak
+memory do not leak from one to the next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+FAMILIES = {
+    "nav": "MetaRL/Navigation2D-v0",
+    "cheetah": "MetaRL/HalfCheetahVel-v0",
+    "bandit": "MetaRL/Bandit-K5-v0",
+    "mdp": "MetaRL/TabularMDP-v0",
+    "ant": "MetaRL/AntVel-v0",
+}
+NETS = {"port": ([64, 64], "tanh"), "paper": ([100, 100], "relu")}
+# name -> (config overrides, tune malloc); each is measured against the first one listed
+VARIANTS: dict[str, tuple[list[str], bool]] = {
+    "naive": (["algo.task_chunk=0", "train.sampler=vector"], False),
+    "chunk4": (["algo.task_chunk=4", "train.sampler=vector"], False),
+    "chunk4+malloc": (["algo.task_chunk=4", "train.sampler=vector"], True),
+    "fast": (["algo.task_chunk=4"], True),  # + the fastest sampler for the family
+    "fast+fisher20%": (["algo.task_chunk=4", "algo.fisher_subsample=0.2"], True),
+}
+
+
+def load() -> float:
+    return os.getloadavg()[0]
+
+
+def table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    def fmt(v: Any) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def write(out: Path, name: str, payload: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2))
+    print(f"-> {path}")
+
+
+# --- env-step ceiling ---------------------------------------------------------------------------
+
+
+def _raw_steps(env_id: str, num_envs: int, steps: int, seed: int) -> tuple[int, float]:
+    """Step ``num_envs`` envs with precomputed random actions; (steps done, seconds)."""
+    import gymnasium as gym
+    import numpy as np
+
+    import envs  # noqa: F401
+
+    sub = [gym.make(env_id) for _ in range(num_envs)]
+    rng = np.random.default_rng(seed)
+    for i, env in enumerate(sub):
+        env.action_space.seed(seed + i)
+        env.reset(seed=seed + i)
+    actions = [[env.action_space.sample() for env in sub] for _ in range(64)]
+    done, t = 0, time.perf_counter()
+    while done < steps:
+        for env, action in zip(sub, actions[int(rng.integers(64))], strict=True):
+            _, _, term, trunc, _ = env.step(action)
+            if term or trunc:
+                env.reset()
+            done += 1
+    return done, time.perf_counter() - t
+
+
+def _raw_worker(args: tuple[str, int, int, int]) -> tuple[int, float]:
+    return _raw_steps(*args)
+
+
+def ceiling(env_id: str, num_envs: int, steps: int, processes: int) -> float:
+    """Raw env-step throughput (steps/s) of ``processes`` forked processes together."""
+    if processes == 1:
+        done, seconds = _raw_steps(env_id, num_envs, steps, 0)
+        return done / seconds
+    import multiprocessing as mp
+
+    with mp.get_context("fork").Pool(processes) as pool:
+        start = time.perf_counter()
+        results = pool.map(_raw_worker, [(env_id, num_envs, steps, i) for i in range(processes)])
+        return sum(r[0] for r in results) / (time.perf_counter() - start)
+
+
+def cmd_ceiling(args: argparse.Namespace) -> None:
+    from meta_rl.perf import cpu_count
+
+    cores = cpu_count()
+    rows = []
+    for family in args.families:
+        steps = args.steps if family != "cheetah" and family != "ant" else args.steps // 5
+        one = ceiling(FAMILIES[family], args.envs, steps, 1)
+        many = ceiling(FAMILIES[family], args.envs, steps, cores)
+        rows.append(
+            {
+                "family": family,
+                "1 proc steps/s": one,
+                f"{cores} procs steps/s": many,
+                "ratio": many / one,
+                "load": load(),
+            }
+        )
+        print(table(rows[-1:], list(rows[-1])), flush=True)
+    print(table(rows, list(rows[0])))
+    write(args.out, "ceiling", {"rows": rows, "cores": cores})
+
+
+# --- sampler throughput -------------------------------------------------------------------------
+
+
+def cmd_sampler(args: argparse.Namespace) -> None:
+    import torch
+
+    from agents.policies import make_policy
+    from meta_rl.functional import expand_to_tasks, policy_params
+    from meta_rl.perf import configure_learner, cpu_count
+    from meta_rl.trainer import build_sampler
+
+    configure_learner()
+    family, (hidden, act) = FAMILIES[args.family], NETS[args.net]
+    cores = cpu_count()
+    one = ceiling(family, 20, 20_000 if args.family != "cheetah" else 4_000, 1)
+    many = ceiling(family, 20, 20_000 if args.family != "cheetah" else 4_000, cores)
+    rows = []
+    for backend in args.backends:
+        config = _config(
+            args.family,
+            args.net,
+            args.tasks,
+            args.episodes,
+            args.horizon,
+            [f"train.sampler={backend}"],
+        )
+        try:
+            sampler = build_sampler(config, torch.device("cpu"))
+        except ValueError as exc:
+            print(f"{backend}: skipped ({exc})")
+            continue
+        policy = make_policy(sampler.observation_space, sampler.action_space, hidden, act)
+        params = expand_to_tasks(
+            {k: v.detach() for k, v in policy_params(policy).items()}, args.tasks
+        )
+        tasks = sampler.sample_tasks()
+        sampler.sample(policy, params, tasks)  # warm-up (worker start, first policy send)
+        times, steps = [], 0
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            episodes = sampler.sample(policy, params, tasks)
+            times.append(time.perf_counter() - t)
+            steps = episodes.num_steps
+        sampler.close()
+        best = min(times)
+        ref = many if backend == "process" else one
+        rows.append(
+            {
+                "backend": backend,
+                "batch_s": best,
+                "steps/s": steps / best,
+                "ceiling": "multi" if backend == "process" else "1 proc",
+                "fraction_of_ceiling": steps / best / ref,
+                "load": load(),
+            }
+        )
+        print(table(rows[-1:], list(rows[-1])), flush=True)
+    print(f"ceiling: 1 proc {one:.0f} steps/s, {cores} procs {many:.0f} steps/s")
+    print(table(rows, list(rows[0])))
+    write(
+        args.out,
+        f"sampler_{args.family}_{args.net}",
+        {"rows": rows, "ceiling_1": one, "ceiling_multi": many, "args": _jsonable(args)},
+    )
+
+
+# --- meta-iteration split -----------------------------------------------------------------------
+
+
+def _config(
+    family: str,
+    net: str,
+    tasks: int,
+    episodes: int,
+    horizon: int | None,
+    overrides: list[str],
+    algo: str = "maml_trpo",
+):
+    from meta_rl.config import config_from_dict
+
+    hidden, act = NETS[net]
+    data = {
+        "env": {"id": FAMILIES[family], "max_episode_steps": horizon},
+        "policy": {"hidden_sizes": hidden, "activation": act},
+        "algo": {"name": algo},
+        "train": {"meta_batch_size": tasks, "episodes_per_task": episodes, "seed": 1},
+    }
+    return config_from_dict(data, overrides)
+
+
+def _timed(owner: Any, name: str, totals: dict[str, float], key: str) -> None:
+    original: Callable[..., Any] = getattr(owner, name)
+
+    def wrapper(*a: Any, **k: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return original(*a, **k)
+        finally:
+            totals[key] = totals.get(key, 0.0) + time.perf_counter() - t
+
+    setattr(owner, name, wrapper)
+
+
+def run_iterations(spec: dict[str, Any]) -> dict[str, Any]:
+    """One variant in this process: warm-up, then ``iterations`` timed meta-iterations."""
+    from meta_rl import perf
+
+    if spec["malloc"]:
+        perf.tune_malloc()
+    import torch
+
+    import meta_rl.maml as maml
+    from meta_rl.trainer import build_meta_learner, build_policy, build_sampler
+
+    torch.set_num_threads(spec["threads"] or perf.cpu_count())
+    config = _config(
+        spec["family"],
+        spec["net"],
+        spec["tasks"],
+        spec["episodes"],
+        spec["horizon"],
+        spec["overrides"],
+        spec["algo"],
+    )
+    sampler = build_sampler(config, torch.device("cpu"))
+    policy = build_policy(config, sampler, config.train.seed)
+    learner = build_meta_learner(config, policy, sampler)
+    totals: dict[str, float] = {}
+    _timed(sampler, "sample", totals, "sampling")
+    _timed(maml, "adapt", totals, "adaptation")
+    _timed(maml, "conjugate_gradient", totals, "cg")
+    _timed(maml, "backtracking_line_search", totals, "line_search")
+    rows = []
+    for i in range(spec["iterations"] + 1):
+        totals.clear()
+        t = time.perf_counter()
+        report = learner.iteration(sampler.sample_tasks())
+        total = time.perf_counter() - t
+        split = {k: totals.get(k, 0.0) for k in ("sampling", "adaptation", "cg", "line_search")}
+        split["meta_gradient"] = report.optimize_s - split["cg"] - split["line_search"]
+        rows.append(
+            {
+                "total": total,
+                "collect": report.sampling_s,
+                "update": report.optimize_s,
+                **split,
+                "pre": report.returns[0],
+                "post": report.returns[-1],
+            }
+        )
+        del i
+    sampler.close()
+    timed = rows[1:]  # the first iteration pays worker start-up and first-touch allocation
+    mean = {k: sum(r[k] for r in timed) / len(timed) for k in timed[0]}
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {**mean, "peak_rss_mib": peak_mib, "iterations": rows}
+
+
+def cmd_iteration(args: argparse.Namespace) -> None:
+    rows, details = [], {}
+    for variant in args.variants:
+        overrides, malloc = VARIANTS[variant]
+        overrides = list(overrides) + list(args.overrides)
+        if variant.startswith("fast") and not any(o.startswith("train.sampler") for o in overrides):
+            sampler = "torch" if args.family in ("nav", "bandit", "mdp") else "process"
+            overrides.append(f"train.sampler={sampler}")
+        spec = {
+            "family": args.family,
+            "net": args.net,
+            "tasks": args.tasks,
+            "episodes": args.episodes,
+            "horizon": args.horizon,
+            "overrides": overrides,
+            "malloc": malloc,
+            "iterations": args.iterations,
+            "threads": args.threads,
+            "algo": args.algo,
+        }
+        before = load()
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks", "_child", json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if out.returncode != 0:
+            print(f"{variant}: failed\n{out.stderr[-2000:]}")
+            continue
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        details[variant] = {"spec": spec, **result}
+        base = rows[0]["total"] if rows else result["total"]
+        rows.append(
+            {
+                "variant": variant,
+                "total": result["total"],
+                "vs_first": result["total"] / base,
+                "sampling": result["sampling"],
+                "adaptation": result["adaptation"],
+                "meta_grad": result["meta_gradient"],
+                "cg": result["cg"],
+                "line_search": result["line_search"],
+                "peak_MiB": result["peak_rss_mib"],
+                "post": result["post"],
+                "load": 0.5 * (before + load()),
+            }
+        )
+        print(table(rows[-1:], list(rows[-1])), flush=True)
+    title = f"{args.algo} {args.family} {args.net} {args.tasks}x{args.episodes}x{args.horizon}"
+    print(f"\n{title} (seconds per meta-iteration, mean of {args.iterations} after 1 warm-up)")
+    print(table(rows, list(rows[0])))
+    write(
+        args.out,
+        f"iteration_{args.algo}_{args.family}_{args.net}",
+        {"rows": rows, "details": details, "args": _jsonable(args)},
+    )
+
+
+def _jsonable(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "fn"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="JSON directory")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("ceiling", help="raw env.step throughput, 1 process and 1 per core")
+    c.add_argument(
+        "--families", nargs="+", default=["nav", "bandit", "mdp", "cheetah"], choices=FAMILIES
+    )
+    c.add_argument("--envs", type=int, default=20)
+    c.add_argument("--steps", type=int, default=40_000)
+    c.set_defaults(fn=cmd_ceiling)
+
+    s = sub.add_parser("sampler", help="meta-batch sampling throughput per backend")
+    s.add_argument("--family", default="nav", choices=FAMILIES)
+    s.add_argument("--net", default="port", choices=NETS)
+    s.add_argument("--tasks", type=int, default=20)
+    s.add_argument("--episodes", type=int, default=20)
+    s.add_argument("--horizon", type=int, default=None)
+    s.add_argument("--backends", nargs="+", default=["vector", "process", "torch"])
+    s.add_argument("--repeats", type=int, default=3)
+    s.set_defaults(fn=cmd_sampler)
+
+    i = sub.add_parser("iteration", help="meta-iteration time split per variant")
+    i.add_argument("--family", default="nav", choices=FAMILIES)
+    i.add_argument("--net", default="port", choices=NETS)
+    i.add_argument("--algo", default="maml_trpo")
+    i.add_argument("--tasks", type=int, default=20)
+    i.add_argument("--episodes", type=int, default=20)
+    i.add_argument("--horizon", type=int, default=None)
+    i.add_argument("--iterations", type=int, default=3)
+    i.add_argument("--threads", type=int, default=None, help="learner threads (default: cores)")
+    i.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    i.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    i.set_defaults(fn=cmd_iteration)
+
+    child = sub.add_parser("_child")  # internal: one iteration variant, JSON on stdout
+    child.add_argument("spec")
+    child.set_defaults(fn=lambda a: print(json.dumps(run_iterations(json.loads(a.spec)))))
+
+    args = parser.parse_args(argv)
+    args.fn(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
