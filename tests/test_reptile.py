@@ -232,3 +232,48 @@ def test_reptile_resume_is_bitwise(tmp_path):
     assert [r["return_post_adapt"] for r in rows(straight)] == [
         r["return_post_adapt"] for r in rows(half)
     ]
+
+
+CONFIGS = Path(__file__).parents[1] / "experiments" / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("reptile_*.yaml")), ids=lambda p: p.stem)
+def test_reptile_configs_load_and_are_reptile(path):
+    config = load_config(path)
+    assert config.algo.name == "reptile"
+    assert config.algo.sb3_algo is None or config.policy.kind == "sb3"
+
+
+@pytest.mark.parametrize(
+    ("config_name", "overrides", "param"),
+    [
+        (
+            "reptile_sb3ppo_navigation2d",
+            ["algo.sb3_steps=20", "algo.sb3_kwargs={n_steps: 10, batch_size: 10}"],
+            "action_net.weight",
+        ),
+        (
+            "reptile_navigation2d",
+            ["policy.kind=gru", "policy.hidden_sizes=[8]"],
+            "hidden_gates.weight",
+        ),
+    ],
+)
+def test_trainer_builds_sb3_and_gru_policies_from_the_config(
+    tmp_path, config_name, overrides, param
+):
+    small = [
+        "train.meta_batch_size=2",
+        "train.episodes_per_task=2",
+        "env.max_episode_steps=10",
+        "train.num_threads=1",
+    ]
+    config = load_config(
+        CONFIGS / f"{config_name}.yaml", [*small, *overrides, "train.iterations=2"]
+    )
+    run_dir = train(config, run_dir=tmp_path / "run")
+    progress = rows(run_dir)
+    assert len(progress) == 2
+    policy = load_checkpoint(find_latest(run_dir))["trainer"]["policy"]
+    assert param in policy
+    assert all("value" not in name for name in policy)  # the SB3 critic is not meta-learned
