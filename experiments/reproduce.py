@@ -39,7 +39,8 @@ STEPS = 3
 class Budget:
     """How much compute one benchmark gets: meta-training, baselines, evaluation."""
 
-    overrides: tuple[str, ...] = ()  # --set overrides on the benchmark's MAML/Reptile config
+    overrides: tuple[str, ...] = ()  # --set overrides on the benchmark's MAML config
+    reptile_overrides: tuple[str, ...] = ()  # ... on its Reptile config (own batch sizes)
     ppo_timesteps: int = 100_000  # SB3 PPO env steps for "pretrained" and for "oracle"
     eval_tasks: int = 40
     eval_episodes: int = 20
@@ -56,15 +57,17 @@ class Benchmark:
     paper: dict[str, dict[int, str]] = field(default_factory=dict)
 
 
+_TINY_OVERRIDES = (
+    "train.iterations=1",
+    "train.meta_batch_size=2",
+    "train.episodes_per_task=2",
+    "env.max_episode_steps=10",
+    "policy.hidden_sizes=[8]",
+    "train.checkpoint_every=0",
+)
 _TINY = Budget(
-    overrides=(
-        "train.iterations=1",
-        "train.meta_batch_size=2",
-        "train.episodes_per_task=2",
-        "env.max_episode_steps=10",
-        "policy.hidden_sizes=[8]",
-        "train.checkpoint_every=0",
-    ),
+    overrides=_TINY_OVERRIDES,
+    reptile_overrides=_TINY_OVERRIDES,
     ppo_timesteps=64,
     eval_tasks=3,
     eval_episodes=2,
@@ -90,7 +93,6 @@ BENCHMARKS: dict[str, Benchmark] = {
             paper={
                 "maml_trpo": {1: "≈ -10 to -20"},
                 "pretrained": {1: "≈ -40"},
-                "random": {1: "≈ -40"},
             },
         ),
         Benchmark(
@@ -104,6 +106,7 @@ BENCHMARKS: dict[str, Benchmark] = {
                         "train.meta_batch_size=20",
                         "train.episodes_per_task=10",
                     ),
+                    reptile_overrides=("train.iterations=40",),
                     ppo_timesteps=100_000,
                     eval_tasks=20,
                     eval_episodes=10,
@@ -250,21 +253,25 @@ def run_benchmark(args: argparse.Namespace) -> Path:
     work = args.work_dir / benchmark.name
     if args.budget != "small":
         work = work.with_name(f"{benchmark.name}_{args.budget}")
-    overrides = [*budget.overrides, f"train.seed={args.seed}", f"train.num_threads={args.threads}"]
-    methods = [("maml_trpo", _config_path("maml", benchmark, budget))]
+    common = [f"train.seed={args.seed}", f"train.num_threads={args.threads}"]
+    methods = [("maml_trpo", _config_path("maml", benchmark, budget), budget.overrides)]
     reptile = _config_path("reptile", benchmark, budget)
     if "reptile" in ALGORITHMS and reptile.is_file() and "reptile" not in args.skip:
-        methods.append(("reptile", reptile))
+        methods.append(("reptile", reptile, budget.reptile_overrides))
     baselines = tuple(b for b in BASELINES if b not in args.skip)
 
     started = time.perf_counter()
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     curves, trained = [], {}
-    for i, (name, path) in enumerate(methods):
-        config = load_config(path, overrides)
+    for i, (name, path, overrides) in enumerate(methods):
+        config = load_config(path, [*overrides, *common])
         run_dir = work / name
         print(f"[{benchmark.name}] {name}: meta-training -> {run_dir}", file=sys.stderr)
-        trained[name] = {"config": path.relative_to(ROOT), **train_or_reuse(config, run_dir)}
+        trained[name] = {
+            "config": path.relative_to(ROOT),
+            "overrides": overrides,
+            **train_or_reuse(config, run_dir),
+        }
         settings = EvalSettings(
             tasks=budget.eval_tasks,
             steps=STEPS,
@@ -284,7 +291,9 @@ def run_benchmark(args: argparse.Namespace) -> Path:
         )
     for curve in curves:
         if curve.method in trained:
-            curve.info = {k: v for k, v in trained[curve.method].items() if k != "config"}
+            curve.info = {
+                k: v for k, v in trained[curve.method].items() if k not in ("config", "overrides")
+            }
     return write_report(args, benchmark, budget, curves, trained, started, load_start)
 
 
@@ -366,7 +375,6 @@ def write_report(
             rows.append(cells)
     table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     table += ["| " + " | ".join(r) + " |" for r in rows]
-    overrides = " ".join(f"--set {o}" for o in budget.overrides) or "(none)"
     command = f"python experiments/reproduce.py --benchmark {benchmark.name}"
     if args.budget != "small":
         command += f" --budget {args.budget}"
@@ -393,12 +401,13 @@ def write_report(
             if args.budget == "small"
             else ""
         )
-        + f"; config overrides: `{overrides}`, `train.seed={args.seed}`, "
-        f"`train.num_threads={args.threads}`.",
+        + f"; every run with `--set train.seed={args.seed} "
+        f"--set train.num_threads={args.threads}`.",
     ]
     for name, info in trained.items():
+        sets = " ".join(f"--set {o}" for o in info["overrides"]) or "no other overrides"
         lines.append(
-            f"- {name}: `{info['config']}`, {info['iterations']} meta-iteration(s), "
+            f"- {name}: `{info['config']}` with `{sets}`: {info['iterations']} meta-iteration(s), "
             f"{_fmt_steps(info['train_env_steps'])} env steps, {info['train_wall_s']:.0f} s; "
             f"{info['status']}."
         )
