@@ -170,10 +170,6 @@ class AdaptationCurve:
     wall_s: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)  # training budget etc., for tables
 
-    @property
-    def steps(self) -> int:
-        return len(self.step_sizes)
-
     def mean_ci(self, level: float = 0.95) -> list[tuple[float, float]]:
         return [confidence_interval(r, level) for r in self.task_returns]
 
