@@ -405,9 +405,11 @@ def write_report(
         f"--set train.num_threads={args.threads}`.",
     ]
     for name, info in trained.items():
-        sets = " ".join(f"--set {o}" for o in info["overrides"]) or "no other overrides"
+        sets = " ".join(f"--set {o}" for o in info["overrides"])
         lines.append(
-            f"- {name}: `{info['config']}` with `{sets}`: {info['iterations']} meta-iteration(s), "
+            f"- {name}: `{info['config']}`"
+            + (f" with `{sets}`" if sets else " as is")
+            + f": {info['iterations']} meta-iteration(s), "
             f"{_fmt_steps(info['train_env_steps'])} env steps, {info['train_wall_s']:.0f} s; "
             f"{info['status']}."
         )
