@@ -363,6 +363,12 @@ def validate_config(cfg: Config) -> None:
     check(pol.activation in ACTIVATIONS, "policy.activation", _one_of(ACTIVATIONS), pol.activation)
     check(pol.init_std > 0, "policy.init_std", "must be > 0", pol.init_std)
     check(pol.kind in POLICY_KINDS, "policy.kind", _one_of(POLICY_KINDS), pol.kind)
+    check(
+        pol.kind != "gru" or tr.sampler == "vector",
+        "policy.kind",
+        "gru needs train.sampler vector (the sampler that carries a recurrent state)",
+        pol.kind,
+    )
 
     check(algo.name in ALGORITHMS, "algo.name", _one_of(ALGORITHMS), algo.name)
     check(algo.inner_lr > 0, "algo.inner_lr", "must be > 0", algo.inner_lr)

@@ -249,6 +249,12 @@ BAD_CASES = [
     ),
     (
         "",
+        ["policy.kind=gru", "train.sampler=process"],
+        "config error: policy.kind: gru needs train.sampler vector (the sampler that carries a "
+        "recurrent state), got 'gru'",
+    ),
+    (
+        "",
         ["policy.kind=lstm"],
         "config error: policy.kind: must be one of mlp, gru, sb3, got 'lstm'",
     ),
