@@ -205,8 +205,8 @@ def main() -> None:
     else:
         results = split_halfcheetah_dir(args)
         text = halfcheetah_markdown(results, args)
-    out.with_suffix(".json").write_text(json.dumps(results) + "\n")
-    out.with_suffix(".md").write_text(text)
+    out.parent.joinpath(out.name + ".json").write_text(json.dumps(results) + "\n")
+    out.parent.joinpath(out.name + ".md").write_text(text)
     print(text)
 
 
