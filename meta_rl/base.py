@@ -11,7 +11,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from torch import nn
 
 from meta_rl.adaptation import AdvantageEstimator
-from meta_rl.sampler import VectorSampler
+from meta_rl.sampler import Sampler
 
 
 class Rollouts(Protocol):
@@ -47,9 +47,7 @@ class MetaLearner(ABC, Generic[R]):
     ``update(rollouts)`` (change the shared initial parameters in place). Subclasses stay thin.
     """
 
-    def __init__(
-        self, policy: nn.Module, sampler: VectorSampler, advantages: AdvantageEstimator
-    ) -> None:
+    def __init__(self, policy: nn.Module, sampler: Sampler, advantages: AdvantageEstimator) -> None:
         self.policy = policy
         self.sampler = sampler
         self.advantages = advantages

@@ -17,14 +17,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 import envs  # noqa: F401  (registers the MetaRL/ families with Gymnasium)
 from meta_rl.episodes import Episodes
 from meta_rl.functional import Params, task_distribution
-from meta_rl.sampler import observation_dim
+from meta_rl.sampler import Sampler
 
 
 class BatchedEnv:
@@ -147,7 +146,7 @@ def batched_env(env: gym.Env, device: torch.device) -> BatchedEnv:
     return BATCHED_FAMILIES[name](env, device)
 
 
-class TorchSampler:
+class TorchSampler(Sampler):
     """``VectorSampler``'s interface over a ``BatchedEnv``: the whole batch on ``device``.
 
     Draws from its numpy generator in the same order as ``VectorSampler`` (tasks, reset seeds,
@@ -156,61 +155,20 @@ class TorchSampler:
     finished episodes are masked, their later observations zero as in ``VectorSampler``.
     """
 
-    def __init__(
-        self,
-        env_id: str,
-        num_tasks: int,
-        episodes_per_task: int,
-        *,
-        seed: int,
-        env_kwargs: dict[str, Any] | None = None,
-        max_episode_steps: int | None = None,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        self.num_tasks, self.episodes_per_task = num_tasks, episodes_per_task
-        self.device = torch.device(device)
-        kwargs = dict(env_kwargs or {})
-        if max_episode_steps is not None:
-            kwargs["max_episode_steps"] = max_episode_steps
-        self._env = gym.make(env_id, **kwargs)  # task sampling and spaces only
-        if self._env.spec is None or self._env.spec.max_episode_steps is None:
-            raise ValueError(f"{env_id}: a task family needs a time limit (max_episode_steps)")
-        self.horizon: int = self._env.spec.max_episode_steps
-        self.observation_space = self._env.observation_space
-        self.action_space = self._env.action_space
-        self.obs_dim = observation_dim(self.observation_space)
+    def __init__(self, env_id: str, num_tasks: int, episodes_per_task: int, **kwargs: Any) -> None:
+        super().__init__(env_id, num_tasks, episodes_per_task, **kwargs)
         self.batched = batched_env(self._env, self.device)
-        self._rng = np.random.default_rng(seed)
-
-    @property
-    def unwrapped(self) -> gym.Env:
-        return self._env.unwrapped
-
-    def sample_tasks(self, num_tasks: int | None = None) -> list[dict[str, Any]]:
-        return self.unwrapped.sample_tasks(num_tasks or self.num_tasks, self._rng)
-
-    def rng_state(self) -> dict[str, Any]:
-        return self._rng.bit_generator.state
-
-    def set_rng_state(self, state: dict[str, Any]) -> None:
-        self._rng.bit_generator.state = state
-
-    def close(self) -> None:
-        self._env.close()
 
     @torch.no_grad()
     def sample(
         self, policy: nn.Module, params: Params, tasks: Sequence[dict[str, Any]]
     ) -> Episodes:
         """One episode per (task, episode) slot; ``params`` holds one parameter set per task."""
-        num_tasks, num_episodes, horizon = len(tasks), self.episodes_per_task, self.horizon
-        if num_tasks != self.num_tasks:
-            raise ValueError(f"sampler built for {self.num_tasks} tasks, got {len(tasks)}")
-        batch, dev = num_tasks * num_episodes, self.device
+        reset_seeds, torch_seed = self.phase_seeds(tasks)  # drawn as VectorSampler does
+        num_tasks, num_episodes, horizon = self.num_tasks, self.episodes_per_task, self.horizon
+        batch, dev = self.batch_size, self.device
         env = self.batched
         env.set_tasks([task for task in tasks for _ in range(num_episodes)])
-        reset_seeds = self._rng.integers(2**31, size=batch)  # drawn as VectorSampler does
-        torch_seed = int(self._rng.integers(2**62))
         env_generator = torch.Generator(device=dev).manual_seed(int(reset_seeds[0]))
 
         obs = env.reset(env_generator)

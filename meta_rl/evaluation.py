@@ -36,7 +36,7 @@ from torch import nn
 
 from meta_rl.adaptation import AdvantageEstimator, InnerBatch, adapt, detached
 from meta_rl.functional import Params, expand_to_tasks, policy_params
-from meta_rl.sampler import VectorSampler
+from meta_rl.sampler import Sampler, VectorSampler
 
 EVAL_SPAWN_KEY = 0x6D657461_74657374  # b"metatest": the held-out stream's spawn key
 EVAL_DIR = "eval"
@@ -62,7 +62,7 @@ def held_out_generators(seed: int) -> tuple[np.random.Generator, np.random.Gener
     return np.random.default_rng(tasks_seq), np.random.default_rng(sampler_seq)
 
 
-def held_out_tasks(sampler: VectorSampler, num_tasks: int, seed: int) -> list[Task]:
+def held_out_tasks(sampler: Sampler, num_tasks: int, seed: int) -> list[Task]:
     """``num_tasks`` tasks of the sampler's family from the held-out stream of ``seed``."""
     return sampler.unwrapped.sample_tasks(num_tasks, held_out_generators(seed)[0])
 
@@ -201,7 +201,7 @@ class AdaptationCurve:
 def adaptation_curve(
     method: str,
     policy: nn.Module,
-    sampler: VectorSampler,
+    sampler: Sampler,
     tasks: Sequence[Task],
     sizes: Sequence[float],
     advantages: AdvantageEstimator,
@@ -357,7 +357,7 @@ def evaluate_run(
 def evaluate_baseline(
     name: str,
     config: Any,
-    sampler: VectorSampler,
+    sampler: Sampler,
     tasks: Sequence[Task],
     sizes: Sequence[float],
     sampler_state: dict[str, Any],

@@ -21,7 +21,7 @@ from meta_rl.functional import (
     task_kl,
     task_log_probs,
 )
-from meta_rl.sampler import VectorSampler
+from meta_rl.sampler import Sampler
 from meta_rl.trpo import (
     backtracking_line_search,
     conjugate_gradient,
@@ -263,7 +263,7 @@ class MAMLTRPOLearner(MetaLearner[MAMLRollouts]):
     def __init__(
         self,
         policy: nn.Module,
-        sampler: VectorSampler,
+        sampler: Sampler,
         advantages: AdvantageEstimator,
         settings: MAMLTRPOSettings,
         num_inner_steps: int = 1,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import ctypes
+import functools
 import itertools
 import multiprocessing as mp
 import os
@@ -39,14 +40,18 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium import spaces
 from torch import nn
 
 import envs  # noqa: F401  (registers the MetaRL/ families with Gymnasium)
 from meta_rl.episodes import Episodes
-from meta_rl.functional import Params, flatten_distribution, task_distribution
+from meta_rl.functional import Params, flatten_distribution
 from meta_rl.perf import configure_worker, cpu_count
-from meta_rl.sampler import encode_observations, observation_dim
+from meta_rl.sampler import (
+    Sampler,
+    arrays_to_episodes,
+    episode_array_specs,
+    rollout,
+)
 
 Layout = dict[str, tuple[np.dtype, tuple[int, ...], int]]  # name -> dtype, shape, byte offset
 
@@ -55,22 +60,12 @@ class SamplerWorkerError(RuntimeError):
     """A sampler worker died or raised; the message names it and carries its traceback."""
 
 
-def _layout(horizon: int, batch: int, obs_dim: int, action_space: spaces.Space) -> Layout:
-    discrete = isinstance(action_space, spaces.Discrete)
-    action_shape = () if discrete else tuple(action_space.shape)
-    specs = {
-        "observations": (np.float32, (horizon + 1, batch, obs_dim)),
-        "actions": (np.int64 if discrete else np.float32, (horizon, batch, *action_shape)),
-        "rewards": (np.float32, (horizon, batch)),
-        "mask": (np.float32, (horizon, batch)),
-        "terminated": (np.bool_, (horizon, batch)),
-        "truncated": (np.bool_, (horizon, batch)),
-        "log_probs": (np.float32, (horizon, batch)),
-    }
+def _layout(specs: dict[str, tuple[np.dtype, tuple[int, ...]]]) -> Layout:
+    """Byte offsets (64-byte aligned) of each episode array inside one shared buffer."""
     layout, offset = {}, 0
     for name, (dtype, shape) in specs.items():
-        layout[name] = (np.dtype(dtype), shape, offset)
-        offset += -(-int(np.prod(shape)) * np.dtype(dtype).itemsize // 64) * 64  # 64-B aligned
+        layout[name] = (dtype, shape, offset)
+        offset += -(-int(np.prod(shape)) * dtype.itemsize // 64) * 64
     return layout
 
 
@@ -103,6 +98,15 @@ def _pad_to_batch(leaf: torch.Tensor, num_tasks: int, offset: int) -> torch.Tens
     return full
 
 
+def _draw_as_whole_batch(
+    num_tasks: int, offset: int, dist: torch.distributions.Distribution
+) -> torch.Tensor:
+    """Actions for a shard's tasks, drawn as one process sampling all tasks would draw them."""
+    leaves, rebuild = flatten_distribution(dist)
+    padded = rebuild([_pad_to_batch(leaf, num_tasks, offset) for leaf in leaves])
+    return padded.sample()[offset : offset + len(leaves[0])]
+
+
 def _worker_main(
     conn: Connection,
     env_id: str,
@@ -132,82 +136,22 @@ def _worker_main(
                 policy = pickle.loads(policy_bytes)
             assert policy is not None
             params = {k: torch.from_numpy(v) for k, v in params.items()}
-            end = _rollout(
+            end = rollout(
                 sub_envs,
                 arrays,
+                offset * episodes_per_task,
                 policy,
                 params,
                 tasks,
-                episodes_per_task,
                 reset_seeds,
                 torch_seed,
-                num_tasks,
-                offset,
+                device=torch.device("cpu"),
+                draw_action=functools.partial(_draw_as_whole_batch, num_tasks, offset),
+                stop_when_done=False,
             )
             conn.send(("ok", end))
         except Exception:
             conn.send(("error", traceback.format_exc()))
-
-
-@torch.no_grad()
-def _rollout(
-    sub_envs: list[gym.Env],
-    arrays: dict[str, np.ndarray],
-    policy: nn.Module,
-    params: Params,
-    tasks: Sequence[dict[str, Any]],
-    episodes_per_task: int,
-    reset_seeds: np.ndarray,
-    torch_seed: int,
-    num_tasks: int,
-    offset: int,
-) -> int:
-    """``VectorSampler.sample``'s loop on one shard, written into the shared arrays.
-
-    Returns the number of steps until the shard's episodes had all ended; actions keep being
-    sampled to the horizon (cheap) so the parent can cut the batch where ``VectorSampler``
-    would have stopped.
-    """
-    n, num_episodes = len(tasks), episodes_per_task
-    lo, hi = offset * num_episodes, (offset + n) * num_episodes
-    space = sub_envs[0].observation_space
-    obs_dim = arrays["observations"].shape[-1]
-    for array in arrays.values():
-        array[:, lo:hi] = 0
-    observations = arrays["observations"]
-    first = []
-    for i, env in enumerate(sub_envs):
-        env.set_wrapper_attr("task", tasks[i // num_episodes])
-        first.append(env.reset(seed=int(reset_seeds[i]))[0])
-    observations[0, lo:hi] = encode_observations(space, np.stack(first))
-    active = np.ones(hi - lo, dtype=bool)
-    end = observations.shape[0] - 1
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(torch_seed)
-        for t in range(observations.shape[0] - 1):
-            obs = torch.from_numpy(observations[t, lo:hi]).view(n, num_episodes, obs_dim)
-            dist = task_distribution(policy, params, obs, task_dim=0)
-            leaves, rebuild = flatten_distribution(dist)
-            padded = rebuild([_pad_to_batch(leaf, num_tasks, offset) for leaf in leaves])
-            action = padded.sample()[offset : offset + n]
-            arrays["log_probs"][t, lo:hi] = dist.log_prob(action).reshape(-1).numpy()
-            action_np = action.reshape(hi - lo, *action.shape[2:]).numpy()
-            arrays["actions"][t, lo:hi] = action_np
-            if not active.any():
-                continue
-            idx = np.flatnonzero(active)
-            next_obs = []
-            for i in idx:
-                obs_i, reward, term, trunc, _ = sub_envs[i].step(action_np[i])
-                next_obs.append(obs_i)
-                arrays["rewards"][t, lo + i] = reward
-                arrays["terminated"][t, lo + i], arrays["truncated"][t, lo + i] = term, trunc
-            observations[t + 1, lo + idx] = encode_observations(space, np.stack(next_obs))
-            arrays["mask"][t, lo + idx] = 1.0
-            active[idx] = ~(arrays["terminated"][t, lo + idx] | arrays["truncated"][t, lo + idx])
-            if not active.any():
-                end = t + 1
-    return end
 
 
 def _shutdown(processes: list[Any], conns: list[Connection]) -> None:
@@ -226,7 +170,7 @@ def _shutdown(processes: list[Any], conns: list[Connection]) -> None:
         conn.close()
 
 
-class ProcessSampler:
+class ProcessSampler(Sampler):
     """``VectorSampler``'s interface with the tasks sharded over ``num_workers`` processes.
 
     ``num_workers`` defaults to one per core (capped at the number of tasks). ``start_method``
@@ -240,32 +184,17 @@ class ProcessSampler:
         num_tasks: int,
         episodes_per_task: int,
         *,
-        seed: int,
-        env_kwargs: dict[str, Any] | None = None,
-        max_episode_steps: int | None = None,
-        device: torch.device | str = "cpu",
         num_workers: int | None = None,
         start_method: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        self.num_tasks, self.episodes_per_task = num_tasks, episodes_per_task
-        self.device = torch.device(device)
-        kwargs = dict(env_kwargs or {})
-        if max_episode_steps is not None:
-            kwargs["max_episode_steps"] = max_episode_steps
-        self._env = gym.make(env_id, **kwargs)  # spaces and task sampling
-        if self._env.spec is None or self._env.spec.max_episode_steps is None:
-            raise ValueError(f"{env_id}: a task family needs a time limit (max_episode_steps)")
-        self.horizon: int = self._env.spec.max_episode_steps
-        self.observation_space = self._env.observation_space
-        self.action_space = self._env.action_space
-        self.obs_dim = observation_dim(self.observation_space)
-        self._rng = np.random.default_rng(seed)
-
+        super().__init__(env_id, num_tasks, episodes_per_task, **kwargs)
         workers = max(1, min(num_workers or cpu_count(), num_tasks))
         bounds = np.linspace(0, num_tasks, workers + 1).round().astype(int)
         self.shards = [(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
-        batch = num_tasks * episodes_per_task
-        self._layout = _layout(self.horizon, batch, self.obs_dim, self.action_space)
+        self._layout = _layout(
+            episode_array_specs(self.horizon, self.batch_size, self.obs_dim, self.action_space)
+        )
         if start_method is None:
             fork_ok = "fork" in mp.get_all_start_methods() and not torch.cuda.is_initialized()
             start_method = "fork" if fork_ok else "spawn"
@@ -282,7 +211,7 @@ class ProcessSampler:
                     args=(
                         child_end,
                         env_id,
-                        kwargs,
+                        self.env_kwargs,
                         (b - a) * episodes_per_task,
                         episodes_per_task,
                         self._buffer,
@@ -305,23 +234,10 @@ class ProcessSampler:
     def worker_pids(self) -> list[int]:
         return [p.pid for p in self._processes]
 
-    @property
-    def unwrapped(self) -> gym.Env:
-        return self._env.unwrapped
-
-    def sample_tasks(self, num_tasks: int | None = None) -> list[dict[str, Any]]:
-        return self.unwrapped.sample_tasks(num_tasks or self.num_tasks, self._rng)
-
-    def rng_state(self) -> dict[str, Any]:
-        return self._rng.bit_generator.state
-
-    def set_rng_state(self, state: dict[str, Any]) -> None:
-        self._rng.bit_generator.state = state
-
     def close(self) -> None:
         """Stop the workers (idempotent)."""
         self._finalizer()
-        self._env.close()
+        super().close()
 
     def __enter__(self) -> ProcessSampler:
         return self
@@ -335,12 +251,8 @@ class ProcessSampler:
         """One episode per sub-env; ``params`` holds one parameter set per task (leading dim)."""
         if not self._finalizer.alive:
             raise SamplerWorkerError("sampler is closed")
-        num_tasks, num_episodes = len(tasks), self.episodes_per_task
-        if num_tasks != self.num_tasks:
-            raise ValueError(f"sampler built for {self.num_tasks} tasks, got {len(tasks)}")
-        batch = num_tasks * num_episodes
-        reset_seeds = self._rng.integers(2**31, size=batch)  # drawn as VectorSampler does
-        torch_seed = int(self._rng.integers(2**62))
+        num_tasks, num_episodes = self.num_tasks, self.episodes_per_task
+        reset_seeds, torch_seed = self.phase_seeds(tasks)
         policy_bytes = None
         if policy is not self._sent_policy:  # the module once; parameters every phase
             policy_bytes = pickle.dumps(copy.deepcopy(policy).cpu())
@@ -354,14 +266,11 @@ class ProcessSampler:
                 conn.send((*message, num_tasks, a))
         end = self._gather()
 
-        def to_tensor(name: str) -> torch.Tensor:
-            array = self._arrays[name].copy()
+        arrays = {name: array.copy() for name, array in self._arrays.items()}
+        for name, array in arrays.items():
             if name != "observations":
-                array[end:] = 0  # VectorSampler stops once every episode has ended
-            shaped = array.reshape(array.shape[0], num_tasks, num_episodes, *array.shape[2:])
-            return torch.from_numpy(shaped).to(self.device)
-
-        return Episodes(**{name: to_tensor(name) for name in self._layout})
+                array[end:] = 0  # VectorSampler stops drawing actions once every episode ended
+        return arrays_to_episodes(arrays, num_tasks, num_episodes, self.device)
 
     def _gather(self) -> int:
         """Wait for every worker's reply; a dead or failed worker stops them all and raises."""

@@ -25,7 +25,7 @@ from meta_rl.adaptation import AdvantageEstimator, InnerBatch, inner_loss
 from meta_rl.base import MetaLearner
 from meta_rl.episodes import Episodes
 from meta_rl.functional import Params, policy_params, task_log_probs
-from meta_rl.sampler import VectorSampler
+from meta_rl.sampler import Sampler
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
@@ -190,7 +190,7 @@ class ReptileLearner(MetaLearner[ReptileRollouts]):
     def __init__(
         self,
         policy: nn.Module,
-        sampler: VectorSampler,
+        sampler: Sampler,
         advantages: AdvantageEstimator,
         settings: ReptileSettings,
         num_inner_steps: int = 1,

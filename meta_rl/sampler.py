@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -35,16 +35,132 @@ def encode_observations(space: spaces.Space, obs: np.ndarray) -> np.ndarray:
     return np.asarray(obs, dtype=np.float32).reshape(len(obs), -1)
 
 
-class VectorSampler:
-    """In-process sampler over ``num_tasks * episodes_per_task`` sub-envs.
+EpisodeArrays = dict[str, np.ndarray]
 
-    Envs are created once and re-tasked through ``set_wrapper_attr("task", ...)`` (what
-    ``VectorEnv.set_attr`` does), never re-created. It keeps a plain list instead of
-    Gymnasium's ``SyncVectorEnv`` because a meta-RL batch wants exactly one episode per sub-env:
-    finished sub-envs must stop (SyncVectorEnv either auto-resets or refuses to step them) and
-    per-step ``info`` aggregation is pure overhead here. The policy is evaluated once per time
-    step for the whole batch, each task with its own parameters; a recurrent policy's state
-    (``agents/recurrent.py``) is carried from step to step.
+
+def episode_array_specs(
+    horizon: int, batch: int, obs_dim: int, action_space: spaces.Space
+) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+    """Name -> (dtype, shape) of the time-major arrays behind ``Episodes`` (batch flattened)."""
+    discrete = isinstance(action_space, spaces.Discrete)
+    action_shape = () if discrete else tuple(action_space.shape)
+    return {
+        "observations": (np.dtype(np.float32), (horizon + 1, batch, obs_dim)),
+        "actions": (
+            np.dtype(np.int64 if discrete else np.float32),
+            (horizon, batch, *action_shape),
+        ),
+        "rewards": (np.dtype(np.float32), (horizon, batch)),
+        "mask": (np.dtype(np.float32), (horizon, batch)),
+        "terminated": (np.dtype(np.bool_), (horizon, batch)),
+        "truncated": (np.dtype(np.bool_), (horizon, batch)),
+        "log_probs": (np.dtype(np.float32), (horizon, batch)),
+    }
+
+
+def arrays_to_episodes(
+    arrays: EpisodeArrays, num_tasks: int, episodes_per_task: int, device: torch.device
+) -> Episodes:
+    """Unflatten the batch dimension into ``[tasks, episodes]`` and move to ``device``."""
+
+    def to_tensor(array: np.ndarray) -> torch.Tensor:
+        shaped = array.reshape(array.shape[0], num_tasks, episodes_per_task, *array.shape[2:])
+        return torch.from_numpy(shaped).to(device)
+
+    return Episodes(**{name: to_tensor(array) for name, array in arrays.items()})
+
+
+def sample_action(dist: torch.distributions.Distribution) -> torch.Tensor:
+    return dist.sample()
+
+
+@torch.no_grad()
+def rollout(
+    sub_envs: Sequence[gym.Env],
+    arrays: EpisodeArrays,
+    first_row: int,
+    policy: nn.Module,
+    params: Params,
+    tasks: Sequence[dict[str, Any]],
+    reset_seeds: np.ndarray,
+    torch_seed: int,
+    *,
+    device: torch.device,
+    draw_action: Callable[[torch.distributions.Distribution], torch.Tensor] = sample_action,
+    stop_when_done: bool = True,
+) -> int:
+    """One episode per sub-env, written into rows ``first_row:first_row + len(sub_envs)``.
+
+    The sub-envs hold ``len(tasks)`` tasks in consecutive groups of equal size. The policy runs
+    once per time step for all of them, each task with its own parameters (a recurrent
+    policy's state is carried from step to step); finished sub-envs stop being stepped and
+    their rows stay masked. Actions come from the global torch RNG seeded with
+    ``torch_seed`` inside ``fork_rng`` (distributions offer no generator argument), so a draw
+    is a function of the sampler's own seed and the caller's RNG is left untouched.
+    ``draw_action`` lets a worker that holds a shard draw as the whole batch would.
+    Returns the number of steps until every episode had ended.
+    """
+    num_tasks, batch = len(tasks), len(sub_envs)
+    episodes_per_task = batch // num_tasks
+    rows = slice(first_row, first_row + batch)
+    space = sub_envs[0].observation_space
+    observations = arrays["observations"]
+    horizon, obs_dim = observations.shape[0] - 1, observations.shape[-1]
+    for array in arrays.values():
+        array[:, rows] = 0
+    first = []
+    for i, env in enumerate(sub_envs):
+        env.set_wrapper_attr("task", tasks[i // episodes_per_task])
+        first.append(env.reset(seed=int(reset_seeds[i]))[0])
+    observations[0, rows] = encode_observations(space, np.stack(first))
+
+    active = np.ones(batch, dtype=bool)
+    recurrent = is_recurrent(policy)
+    state = policy.initial_state((num_tasks, episodes_per_task)) if recurrent else None
+    end = horizon
+    fork_devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(torch_seed)
+        for t in range(horizon):
+            obs = torch.from_numpy(observations[t, rows]).to(device)
+            obs = obs.view(num_tasks, episodes_per_task, obs_dim)
+            if recurrent:
+                dist, state = task_step(policy, params, obs, state)
+            else:
+                dist = task_distribution(policy, params, obs, task_dim=0)
+            action = draw_action(dist)
+            arrays["log_probs"][t, rows] = dist.log_prob(action).reshape(batch).cpu().numpy()
+            action_np = action.reshape(batch, *arrays["actions"].shape[2:]).cpu().numpy()
+            arrays["actions"][t, rows] = action_np
+            if not active.any():
+                continue  # only reached with stop_when_done=False
+            idx = np.flatnonzero(active)
+            next_obs = []
+            for i in idx:
+                obs_i, reward, term, trunc, _ = sub_envs[i].step(action_np[i])
+                next_obs.append(obs_i)
+                row = first_row + i
+                arrays["rewards"][t, row] = reward
+                arrays["terminated"][t, row], arrays["truncated"][t, row] = term, trunc
+            observations[t + 1, first_row + idx] = encode_observations(space, np.stack(next_obs))
+            arrays["mask"][t, first_row + idx] = 1.0
+            ended = (
+                arrays["terminated"][t, first_row + idx] | arrays["truncated"][t, first_row + idx]
+            )
+            active[idx] = ~ended
+            if not active.any():
+                end = t + 1
+                if stop_when_done:
+                    break
+    return end
+
+
+class Sampler:
+    """What every sampler backend shares: the family's spaces and horizon, and one generator.
+
+    The generator (seeded once) draws the tasks, every phase's env reset seeds and the seed of
+    the policy's action noise, always in that order, so backends that consume it the same way
+    produce the same episodes, and a checkpoint of its state makes a resumed run exact.
     """
 
     def __init__(
@@ -58,26 +174,34 @@ class VectorSampler:
         max_episode_steps: int | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
+        self.env_id = env_id
         self.num_tasks = num_tasks
         self.episodes_per_task = episodes_per_task
         self.device = torch.device(device)
-        kwargs = dict(env_kwargs or {})
+        self.env_kwargs = dict(env_kwargs or {})
         if max_episode_steps is not None:
-            kwargs["max_episode_steps"] = max_episode_steps
-        self.envs = [gym.make(env_id, **kwargs) for _ in range(num_tasks * episodes_per_task)]
-        spec = self.envs[0].spec
+            self.env_kwargs["max_episode_steps"] = max_episode_steps
+        self._env = gym.make(env_id, **self.env_kwargs)  # spaces, horizon, task sampling
+        spec = self._env.spec
         if spec is None or spec.max_episode_steps is None:
             raise ValueError(f"{env_id}: a task family needs a time limit (max_episode_steps)")
         self.horizon: int = spec.max_episode_steps
-        self.observation_space = self.envs[0].observation_space
-        self.action_space = self.envs[0].action_space
+        self.observation_space = self._env.observation_space
+        self.action_space = self._env.action_space
         self.obs_dim = observation_dim(self.observation_space)
         self._rng = np.random.default_rng(seed)
 
     @property
+    def batch_size(self) -> int:
+        return self.num_tasks * self.episodes_per_task
+
+    @property
     def unwrapped(self) -> gym.Env:
-        """One sub-env's base env, e.g. to call ``sample_tasks``."""
-        return self.envs[0].unwrapped
+        """The family's base env, e.g. to call ``sample_tasks``."""
+        return self._env.unwrapped
+
+    def make_env(self) -> gym.Env:
+        return gym.make(self.env_id, **self.env_kwargs)
 
     def sample_tasks(self, num_tasks: int | None = None) -> list[dict[str, Any]]:
         """Draw tasks from the family's distribution with the sampler's own generator."""
@@ -89,81 +213,52 @@ class VectorSampler:
     def set_rng_state(self, state: dict[str, Any]) -> None:
         self._rng.bit_generator.state = state
 
-    def close(self) -> None:
-        for env in self.envs:
-            env.close()
+    def empty_arrays(self) -> EpisodeArrays:
+        specs = episode_array_specs(self.horizon, self.batch_size, self.obs_dim, self.action_space)
+        return {name: np.zeros(shape, dtype) for name, (dtype, shape) in specs.items()}
 
-    @torch.no_grad()
+    def phase_seeds(self, tasks: Sequence[dict[str, Any]]) -> tuple[np.ndarray, int]:
+        """Env reset seeds (one per sub-env) and the action-noise seed of one sampling phase."""
+        if len(tasks) != self.num_tasks:
+            raise ValueError(f"sampler built for {self.num_tasks} tasks, got {len(tasks)}")
+        reset_seeds = self._rng.integers(2**31, size=self.batch_size)
+        return reset_seeds, int(self._rng.integers(2**62))
+
     def sample(
         self, policy: nn.Module, params: Params, tasks: Sequence[dict[str, Any]]
     ) -> Episodes:
-        """One episode per sub-env; ``params`` holds one parameter set per task (leading dim)."""
-        num_tasks, num_episodes = len(tasks), self.episodes_per_task
-        if num_tasks != self.num_tasks:
-            raise ValueError(f"sampler built for {self.num_tasks} tasks, got {len(tasks)}")
-        batch, horizon = num_tasks * num_episodes, self.horizon
-        discrete_actions = isinstance(self.action_space, spaces.Discrete)
-        action_shape = () if discrete_actions else self.action_space.shape
+        """One episode per (task, episode) slot; ``params`` holds one parameter set per task."""
+        raise NotImplementedError
 
-        observations = np.zeros((horizon + 1, batch, self.obs_dim), dtype=np.float32)
-        actions = np.zeros(
-            (horizon, batch, *action_shape), dtype=np.int64 if discrete_actions else np.float32
+    def close(self) -> None:
+        self._env.close()
+
+
+class VectorSampler(Sampler):
+    """In-process sampler over ``num_tasks * episodes_per_task`` sub-envs.
+
+    Envs are created once and re-tasked through ``set_wrapper_attr("task", ...)`` (what
+    ``VectorEnv.set_attr`` does), never re-created. It keeps a plain list instead of
+    Gymnasium's ``SyncVectorEnv`` because a meta-RL batch wants exactly one episode per sub-env:
+    finished sub-envs must stop (SyncVectorEnv either auto-resets or refuses to step them) and
+    per-step ``info`` aggregation is pure overhead here.
+    """
+
+    def __init__(self, env_id: str, num_tasks: int, episodes_per_task: int, **kwargs: Any) -> None:
+        super().__init__(env_id, num_tasks, episodes_per_task, **kwargs)
+        self.envs = [self.make_env() for _ in range(self.batch_size)]
+
+    def sample(
+        self, policy: nn.Module, params: Params, tasks: Sequence[dict[str, Any]]
+    ) -> Episodes:
+        reset_seeds, torch_seed = self.phase_seeds(tasks)
+        arrays = self.empty_arrays()
+        rollout(
+            self.envs, arrays, 0, policy, params, tasks, reset_seeds, torch_seed, device=self.device
         )
-        rewards = np.zeros((horizon, batch), dtype=np.float32)
-        mask = np.zeros((horizon, batch), dtype=np.float32)
-        terminated = np.zeros((horizon, batch), dtype=bool)
-        truncated = np.zeros((horizon, batch), dtype=bool)
-        log_probs = np.zeros((horizon, batch), dtype=np.float32)
+        return arrays_to_episodes(arrays, self.num_tasks, self.episodes_per_task, self.device)
 
-        reset_seeds = self._rng.integers(2**31, size=batch)
-        first_obs = []
-        for i, env in enumerate(self.envs):
-            env.set_wrapper_attr("task", tasks[i // num_episodes])
-            first_obs.append(env.reset(seed=int(reset_seeds[i]))[0])
-        observations[0] = encode_observations(self.observation_space, np.stack(first_obs))
-
-        active = np.ones(batch, dtype=bool)
-        recurrent = is_recurrent(policy)
-        state = policy.initial_state((num_tasks, num_episodes)) if recurrent else None
-        torch_seed = int(self._rng.integers(2**62))
-        fork_devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=fork_devices):
-            torch.manual_seed(torch_seed)  # distributions sample from the global RNG only
-            for t in range(horizon):
-                obs = torch.from_numpy(observations[t]).to(self.device)
-                obs = obs.view(num_tasks, num_episodes, self.obs_dim)
-                if recurrent:
-                    dist, state = task_step(policy, params, obs, state)
-                else:
-                    dist = task_distribution(policy, params, obs, task_dim=0)
-                action = dist.sample()
-                log_probs[t] = dist.log_prob(action).reshape(batch).cpu().numpy()
-                action_np = action.reshape(batch, *action_shape).cpu().numpy()
-                actions[t] = action_np
-                next_obs = []
-                for i in np.flatnonzero(active):
-                    obs_i, reward, term, trunc, _ = self.envs[i].step(action_np[i])
-                    next_obs.append(obs_i)
-                    rewards[t, i], terminated[t, i], truncated[t, i] = reward, term, trunc
-                idx = np.flatnonzero(active)
-                observations[t + 1, idx] = encode_observations(
-                    self.observation_space, np.stack(next_obs)
-                )
-                mask[t, idx] = 1.0
-                active[idx] = ~(terminated[t, idx] | truncated[t, idx])
-                if not active.any():
-                    break
-
-        def to_tensor(array: np.ndarray, time_steps: int) -> torch.Tensor:
-            shaped = array.reshape(time_steps, num_tasks, num_episodes, *array.shape[2:])
-            return torch.from_numpy(shaped).to(self.device)
-
-        return Episodes(
-            observations=to_tensor(observations, horizon + 1),
-            actions=to_tensor(actions, horizon),
-            rewards=to_tensor(rewards, horizon),
-            mask=to_tensor(mask, horizon),
-            terminated=to_tensor(terminated, horizon),
-            truncated=to_tensor(truncated, horizon),
-            log_probs=to_tensor(log_probs, horizon),
-        )
+    def close(self) -> None:
+        super().close()
+        for env in self.envs:
+            env.close()

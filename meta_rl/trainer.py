@@ -19,7 +19,7 @@ from meta_rl.config import Config, config_to_dict, default_run_dir, save_config
 from meta_rl.logger import MetricLogger
 from meta_rl.maml import MAMLTRPOLearner, MAMLTRPOSettings
 from meta_rl.perf import configure_learner
-from meta_rl.sampler import VectorSampler
+from meta_rl.sampler import Sampler, VectorSampler
 
 
 def resolve_device(name: str) -> torch.device:
@@ -32,7 +32,7 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_policy(config: Config, sampler: VectorSampler, seed: int) -> nn.Module:
+def build_policy(config: Config, sampler: Sampler, seed: int) -> nn.Module:
     """The policy for the family's spaces, initialised from its own seeded generator."""
     if config.policy.kind != "mlp":
         return _build_other_policy(config, sampler, torch.Generator().manual_seed(seed))
@@ -47,9 +47,7 @@ def build_policy(config: Config, sampler: VectorSampler, seed: int) -> nn.Module
     return policy
 
 
-def _build_other_policy(
-    config: Config, sampler: VectorSampler, generator: torch.Generator
-) -> nn.Module:
+def _build_other_policy(config: Config, sampler: Sampler, generator: torch.Generator) -> nn.Module:
     """``policy.kind`` gru or sb3 (imported lazily: SB3 is slow to import)."""
     pol = config.policy
     if pol.kind == "sb3":
@@ -79,7 +77,7 @@ def _build_other_policy(
     )
 
 
-def build_meta_learner(config: Config, policy: nn.Module, sampler: VectorSampler) -> MetaLearner:
+def build_meta_learner(config: Config, policy: nn.Module, sampler: Sampler) -> MetaLearner:
     """The meta-learner named by ``algo.name``, wired to the policy and sampler."""
     algo = config.algo
     advantages = AdvantageEstimator(algo.gamma, algo.gae_lambda, algo.normalize_advantages)
@@ -102,7 +100,7 @@ def build_meta_learner(config: Config, policy: nn.Module, sampler: VectorSampler
 
 
 def _build_reptile(
-    config: Config, policy: nn.Module, sampler: VectorSampler, advantages: AdvantageEstimator
+    config: Config, policy: nn.Module, sampler: Sampler, advantages: AdvantageEstimator
 ) -> MetaLearner:
     from meta_rl.reptile import ReptileLearner, ReptileSettings
 
@@ -143,7 +141,7 @@ def _build_reptile(
     )
 
 
-def build_sampler(config: Config, device: torch.device) -> VectorSampler:
+def build_sampler(config: Config, device: torch.device) -> Sampler:
     """The ``train.sampler`` backend; all three give the same interface (and seeding order)."""
     tr = config.train
     args = (config.env.id, tr.meta_batch_size, tr.episodes_per_task)
@@ -156,11 +154,11 @@ def build_sampler(config: Config, device: torch.device) -> VectorSampler:
     if tr.sampler == "process":
         from meta_rl.parallel_sampler import ProcessSampler
 
-        return ProcessSampler(*args, num_workers=tr.num_workers, **kwargs)  # type: ignore[return-value]
+        return ProcessSampler(*args, num_workers=tr.num_workers, **kwargs)
     if tr.sampler == "torch":
         from meta_rl.batched_envs import TorchSampler
 
-        return TorchSampler(*args, **kwargs)  # type: ignore[return-value]
+        return TorchSampler(*args, **kwargs)
     return VectorSampler(*args, **kwargs)
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,9 @@ def test_resume_appends_csv_purges_stale_rows_and_continues_the_clock(tmp_path, 
     assert checkpointed == {"iteration": 1, "env_steps": 2000, "time_s": 20.0}
 
     clock[0] = 5.0  # a new process: the monotonic clock restarted
+    # TensorBoard orders event files by the whole second in their names (then pid and a
+    # per-process counter compared as text): a real resume starts later than the crashed run.
+    time.sleep(1.05)
     with MetricLogger(tmp_path, CONFIG, resume_state=checkpointed) as log:
         clock[0] += 3.0
         log.record("return/pre_adapt", 20.0)

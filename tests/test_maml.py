@@ -129,7 +129,7 @@ def test_adapt_gives_each_task_its_own_step_and_leaves_module_untouched(problem)
 
 
 def test_gauss_newton_fvp_equals_double_backward_and_finite_differences(problem):
-    policy, inner, valid, advantages = problem
+    policy, inner, valid, _ = problem
     settings = MAMLTRPOSettings(inner_lr=0.5, cg_damping=0.0)
     theta = policy_params(policy)
     leaves = list(theta.values())
@@ -137,7 +137,9 @@ def test_gauss_newton_fvp_equals_double_backward_and_finite_differences(problem)
     adapted = maml_gn.adapted_params(theta, inner, create_graph=True)
     old = {k: v.detach() for k, v in adapted.items()}
     gn = maml_gn._fisher_vector_product(adapted, old, valid, leaves)
-    maml_db = MAMLTRPO(policy, MAMLTRPOSettings(inner_lr=0.5, cg_damping=0.0, fvp="double_backward"))
+    maml_db = MAMLTRPO(
+        policy, MAMLTRPOSettings(inner_lr=0.5, cg_damping=0.0, fvp="double_backward")
+    )
     db = maml_db._fisher_vector_product(adapted, old, valid, leaves)
 
     def kl_of(th):
