@@ -127,7 +127,7 @@ class MAMLTRPO:
             theta, inner, valid, advantages
         )
         direction, residual = conjugate_gradient(fvp, grad, s.cg_iters)
-        shs = 0.5 * (direction @ fvp(direction))
+        shs = 0.5 * (direction @ (grad - residual))  # = 0.5 x^T F x, saves one product
         scale = torch.sqrt(s.max_kl / shs.clamp_min(1e-12))
         full_step = -scale * direction
 
@@ -156,7 +156,7 @@ class MAMLTRPO:
             kl=result.kl if result.accepted else 0.0,
             line_search_steps=result.steps,
             accepted=result.accepted,
-            cg_residual=residual,
+            cg_residual=float(residual.norm()),
             grad_norm=float(grad.norm()),
         )
 

@@ -26,11 +26,12 @@ def unflat(vector: Vector, like: Sequence[Tensor]) -> list[Tensor]:
 
 def conjugate_gradient(
     matvec: Callable[[Vector], Vector], b: Vector, iterations: int, tol: float = 1e-10
-) -> tuple[Vector, float]:
+) -> tuple[Vector, Vector]:
     """Approximately solve ``A x = b`` for SPD ``A`` given only ``x -> A x``.
 
-    Returns the solution and the norm of the final residual ``b - A x`` (logged as
-    ``trpo/cg_residual``: a large one means the Fisher system was not solved).
+    Returns the solution and the final residual ``r = b - A x``. The residual's norm is
+    logged as ``trpo/cg_residual`` (a large one means the Fisher system was not solved), and
+    ``x^T A x = x^T (b - r)`` gives the step's quadratic form without another product.
     """
     x = torch.zeros_like(b)
     r = b.clone()
@@ -46,7 +47,7 @@ def conjugate_gradient(
         new_r_dot = r @ r
         p = r + (new_r_dot / r_dot) * p
         r_dot = new_r_dot
-    return x, float(torch.sqrt(r_dot))
+    return x, r
 
 
 def double_backward_fvp(
