@@ -37,6 +37,15 @@ VARIANTS: dict[str, tuple[list[str], bool]] = {
 }
 
 
+def variant_overrides(variant: str, family: str, extra: Sequence[str]) -> list[str]:
+    """A variant's config overrides; "fast*" adds the fastest sampler for the family."""
+    overrides = [*VARIANTS[variant][0], *extra]
+    if variant.startswith("fast") and not any(o.startswith("train.sampler") for o in overrides):
+        sampler = "torch" if family in ("nav", "bandit", "mdp") else "process"
+        overrides.append(f"train.sampler={sampler}")
+    return overrides
+
+
 def load() -> float:
     return os.getloadavg()[0]
 
@@ -286,11 +295,8 @@ def run_iterations(spec: dict[str, Any]) -> dict[str, Any]:
 def cmd_iteration(args: argparse.Namespace) -> None:
     rows, details = [], {}
     for variant in args.variants:
-        overrides, malloc = VARIANTS[variant]
-        overrides = list(overrides) + list(args.overrides)
-        if variant.startswith("fast") and not any(o.startswith("train.sampler") for o in overrides):
-            sampler = "torch" if args.family in ("nav", "bandit", "mdp") else "process"
-            overrides.append(f"train.sampler={sampler}")
+        overrides = variant_overrides(variant, args.family, args.overrides)
+        malloc = VARIANTS[variant][1]
         spec = {
             "family": args.family,
             "net": args.net,
@@ -342,6 +348,59 @@ def cmd_iteration(args: argparse.Namespace) -> None:
     )
 
 
+# --- learning curves ---------------------------------------------------------------------------
+
+
+def cmd_learning(args: argparse.Namespace) -> None:
+    """Train each variant at each seed with the real trainer; compare returns by iteration.
+
+    Speed changes must not change learning: this puts a variant's curve (mean over seeds of the
+    post-adaptation return, and its spread) beside the first variant's, at a few iterations.
+    """
+    import csv
+
+    from meta_rl.trainer import train
+
+    curves: dict[str, dict[int, list[tuple[float, float]]]] = {}
+    for variant in args.variants:
+        overrides = variant_overrides(variant, args.family, args.overrides)
+        for seed in args.seeds:
+            config = _config(
+                args.family,
+                args.net,
+                args.tasks,
+                args.episodes,
+                args.horizon,
+                [*overrides, f"train.seed={seed}", f"train.iterations={args.iterations}"],
+            )
+            run_dir = train(config, run_dir=args.out / f"learning_{variant}_{seed}")
+            with (run_dir / "progress.csv").open(newline="") as f:
+                rows = list(csv.DictReader(f))
+            curves.setdefault(variant, {})[seed] = [
+                (float(r["return_pre_adapt"]), float(r["return_post_adapt"])) for r in rows
+            ]
+    points = sorted({0, *range(9, args.iterations, 10), args.iterations - 1})
+    table_rows = []
+    for variant, by_seed in curves.items():
+        for it in points:
+            pre = [c[it][0] for c in by_seed.values()]
+            post = [c[it][1] for c in by_seed.values()]
+            table_rows.append(
+                {
+                    "variant": variant,
+                    "iteration": it,
+                    "pre_mean": sum(pre) / len(pre),
+                    "post_mean": sum(post) / len(post),
+                    "post_min": min(post),
+                    "post_max": max(post),
+                }
+            )
+    title = f"{args.family} {args.net} {args.tasks}x{args.episodes}, seeds {args.seeds}"
+    print(f"\nlearning curves: {title} (return per iteration, mean over seeds)")
+    print(table(table_rows, list(table_rows[0])))
+    write(args.out, f"learning_{args.family}_{args.net}", {"rows": table_rows, "curves": curves})
+
+
 def _jsonable(args: argparse.Namespace) -> dict[str, Any]:
     return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "fn"}
 
@@ -383,6 +442,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     i.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     i.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     i.set_defaults(fn=cmd_iteration)
+
+    lc = sub.add_parser("learning", help="learning curves per variant over seeds")
+    lc.add_argument("--family", default="nav", choices=FAMILIES)
+    lc.add_argument("--net", default="port", choices=NETS)
+    lc.add_argument("--tasks", type=int, default=20)
+    lc.add_argument("--episodes", type=int, default=20)
+    lc.add_argument("--horizon", type=int, default=None)
+    lc.add_argument("--iterations", type=int, default=30)
+    lc.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    lc.add_argument("--variants", nargs="+", default=["fast", "fast+fisher20%"], choices=VARIANTS)
+    lc.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    lc.set_defaults(fn=cmd_learning)
 
     child = sub.add_parser("_child")  # internal: one iteration variant, JSON on stdout
     child.add_argument("spec")
