@@ -26,9 +26,9 @@ import torch
 
 from meta_rl.checkpoint import load_checkpoint
 from meta_rl.config import Config, load_config
-from meta_rl.evaluation import held_out_generators, held_out_tasks
+from meta_rl.evaluation import held_out_generators, held_out_tasks, learner_curve
 from meta_rl.sampler import VectorSampler
-from meta_rl.trainer import build_meta_learner, build_policy, train
+from meta_rl.trainer import build_policy, train
 
 ROOT = Path(__file__).parent
 CONFIGS = ROOT / "configs"
@@ -65,17 +65,15 @@ def evaluate(
         env_kwargs=config.env.kwargs,
         max_episode_steps=config.env.max_episode_steps,
     )
-    sampler.set_rng_state(held_out_generators(seed)[1].bit_generator.state)
-    policy = build_policy(config, sampler, config.train.seed)
-    if checkpoint != Path():
-        policy.load_state_dict(load_checkpoint(checkpoint)["trainer"]["policy"])
-    learner = build_meta_learner(config, policy, sampler)
-    rollouts = learner.collect(tasks)
-    batches = getattr(rollouts, "batches", None)
-    if batches is None:  # MAML: the inner batches, then the post-adaptation one
-        batches = [b.episodes for b in rollouts.inner] + [rollouts.valid]
-    sampler.close()
-    return torch.stack([b.episode_returns().mean(dim=1) for b in batches], dim=1).numpy()
+    try:
+        policy = build_policy(config, sampler, config.train.seed)
+        if checkpoint != Path():
+            policy.load_state_dict(load_checkpoint(checkpoint)["trainer"]["policy"])
+        state = held_out_generators(seed)[1].bit_generator.state
+        curve = learner_curve(config.algo.name, config, policy, sampler, tasks, state)
+    finally:
+        sampler.close()
+    return np.asarray(curve.task_returns).T
 
 
 def _ci(values: np.ndarray) -> str:

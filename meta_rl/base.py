@@ -11,11 +11,17 @@ from typing import Any, Generic, Protocol, TypeVar
 from torch import nn
 
 from meta_rl.adaptation import AdvantageEstimator
+from meta_rl.episodes import Episodes
 from meta_rl.sampler import Sampler
 
 
 class Rollouts(Protocol):
     """The data one meta-iteration collected, as far as the trainer cares."""
+
+    @property
+    def step_episodes(self) -> list[Episodes]:
+        """The episodes sampled before each inner step, then after the last one."""
+        ...
 
     @property
     def returns(self) -> list[float]:

@@ -233,6 +233,34 @@ def adaptation_curve(
     return AdaptationCurve(method, list(sizes), returns, env_steps, time.perf_counter() - start)
 
 
+def learner_curve(
+    method: str,
+    config: Any,
+    policy: nn.Module,
+    sampler: Sampler,
+    tasks: Sequence[Task],
+    sampler_state: dict[str, Any],
+) -> AdaptationCurve:
+    """Adaptation with the run's own meta-learner inner loop (e.g. Reptile's k Adam steps).
+
+    ``adaptation_curve`` applies the MAML paper's protocol (plain policy-gradient steps) to
+    every method; a Reptile initialisation is meant for its own inner optimiser, so this curve
+    is what Reptile promises. Same tasks and sampler stream as every other curve.
+    """
+    from meta_rl.trainer import build_meta_learner
+
+    start = time.perf_counter()
+    sampler.set_rng_state(sampler_state)
+    learner = build_meta_learner(config, policy, sampler)
+    rollouts = learner.collect(tasks)
+    returns = [
+        episodes.episode_returns().mean(dim=1).cpu().double().tolist()
+        for episodes in rollouts.step_episodes
+    ]
+    sizes = [float(config.algo.inner_lr)] * (len(returns) - 1)
+    return AdaptationCurve(method, sizes, returns, rollouts.env_steps, time.perf_counter() - start)
+
+
 # ---------------------------------------------------------------------------------------------
 # evaluating a run directory
 
@@ -324,6 +352,12 @@ def evaluate_run(
         curves.append(
             adaptation_curve(name, policy, sampler, tasks, sizes, estimator, sampler_state)
         )
+        if config.algo.name == "reptile":
+            say(f"evaluating {name} with its own inner loop")
+            own = learner_curve(
+                f"{name} (own inner loop)", config, policy, sampler, tasks, sampler_state
+            )
+            curves.append(own)
         for baseline in settings.baselines:
             say(f"evaluating baseline {baseline}")
             curves.append(

@@ -245,8 +245,12 @@ class MAMLRollouts:
     explained_variance: float  # of the baseline on the inner batches
 
     @property
+    def step_episodes(self) -> list[Episodes]:
+        return [b.episodes for b in self.inner] + [self.valid]
+
+    @property
     def returns(self) -> list[float]:
-        return [b.episodes.mean_return() for b in self.inner] + [self.valid.mean_return()]
+        return [episodes.mean_return() for episodes in self.step_episodes]
 
     @property
     def env_steps(self) -> int:

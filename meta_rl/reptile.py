@@ -167,6 +167,10 @@ class ReptileRollouts:
     explained_variance: float
 
     @property
+    def step_episodes(self) -> list[Episodes]:
+        return self.batches
+
+    @property
     def returns(self) -> list[float]:
         return [episodes.mean_return() for episodes in self.batches]
 

@@ -258,3 +258,34 @@ def test_cli_evaluate_rejects_bad_arguments(skipped_run, extra):
 def test_cli_errors_on_missing_inputs(tmp_path):
     assert main(["evaluate", str(tmp_path)]) == 2
     assert main(["plot", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
+
+
+def test_reptile_run_also_gets_a_curve_with_its_own_inner_loop(tmp_path):
+    """The PG-step protocol is the paper's; a Reptile run is also measured as it adapts."""
+    config = config_from_dict(
+        {
+            "env": {"id": NAV, "max_episode_steps": 8},
+            "policy": {"hidden_sizes": [8]},
+            "algo": {"name": "reptile", "num_inner_steps": 2, "inner_optimizer": "adam"},
+            "train": {"seed": 3, "meta_batch_size": 2, "episodes_per_task": 2},
+        }
+    )
+    run_dir = tmp_path / "reptile"
+    run_dir.mkdir()
+    save_config(config, run_dir / "config.yaml")
+    sampler = VectorSampler(NAV, 1, 1, seed=0, max_episode_steps=8)
+    policy = build_policy(config, sampler, config.train.seed)
+    sampler.close()
+    save_checkpoint(
+        run_dir / "checkpoints" / "latest.pt", {"trainer": {"policy": policy.state_dict()}}
+    )
+    curves = evaluate_run(run_dir, EvalSettings(tasks=3, steps=1, episodes=2))
+    pg, own = curves
+    assert own.method == "reptile (own inner loop)"
+    assert len(pg.task_returns) == 2  # 0..K plain policy-gradient steps
+    assert len(own.task_returns) == 3  # before each of Reptile's 2 updates, then after
+    assert own.step_sizes == [config.algo.inner_lr] * 2
+    # both start from the same policy on the same tasks and sampler stream
+    assert own.task_returns[0] == pg.task_returns[0]
+    assert own.task_returns[1] != pg.task_returns[1]  # Adam steps, not vanilla PG steps
+    assert own.env_steps == 3 * 3 * 2 * 8
