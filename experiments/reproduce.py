@@ -220,7 +220,10 @@ def train_or_reuse(config: Any, run_dir: Path) -> dict[str, Any]:
     if latest is not None:
         saved = config_to_dict(load_config(run_dir / "config.yaml"))
         wanted = config_to_dict(config)
-        saved["train"]["iterations"] = wanted["train"]["iterations"]  # may be extended
+        # may differ: the budget can be extended, and the sampler backend and thread count
+        # change speed, not episodes (the backends' equivalence is tested)
+        for key in ("iterations", "sampler", "num_workers", "num_threads"):
+            saved["train"][key] = wanted["train"][key]
         if saved != wanted:
             raise SystemExit(f"{run_dir} holds a run with another config: use another --work-dir")
         done = load_checkpoint(latest)["iteration"] + 1
@@ -290,9 +293,10 @@ def run_benchmark(args: argparse.Namespace) -> Path:
             progress=lambda m: print(f"[{benchmark.name}]   {m}", file=sys.stderr),
         )
     for curve in curves:
-        if curve.method in trained:
+        trained_as = curve.method.split(" (")[0]  # "reptile (own inner loop)" -> "reptile"
+        if trained_as in trained:
             curve.info = {
-                k: v for k, v in trained[curve.method].items() if k not in ("config", "overrides")
+                k: v for k, v in trained[trained_as].items() if k not in ("config", "overrides")
             }
     return write_report(args, benchmark, budget, curves, trained, started, load_start)
 
