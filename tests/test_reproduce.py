@@ -8,6 +8,7 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from meta_rl.evaluation import load_results
@@ -83,6 +84,8 @@ def test_budgets_name_existing_configs_and_small_is_the_default():
     args = script.parse_args(["--benchmark", "halfcheetah_dir"])
     assert args.budget == "small" and args.threads == 1
     for benchmark in script.BENCHMARKS.values():
-        assert set(benchmark.budgets) == {"small", "paper", "tiny"}
+        assert {"small", "paper", "tiny"} <= set(benchmark.budgets)
         for budget in benchmark.budgets.values():
             assert script._config_path("maml", benchmark, budget).is_file()
+    with pytest.raises(SystemExit, match="navigation2d has budgets paper, small, tiny"):
+        script.main(["--benchmark", "navigation2d", "--budget", "long"])
