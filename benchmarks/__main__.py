@@ -405,6 +405,19 @@ def _jsonable(args: argparse.Namespace) -> dict[str, Any]:
     return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "fn"}
 
 
+def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
+    """The meta-batch every benchmark measures: family, network, tasks x episodes x horizon."""
+    parser.add_argument("--family", default="nav", choices=FAMILIES)
+    parser.add_argument("--net", default="port", choices=NETS)
+    parser.add_argument("--tasks", type=int, default=20)
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--horizon", type=int, default=None)
+
+
+def add_override_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__.split("\n")[0]
@@ -421,38 +434,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.set_defaults(fn=cmd_ceiling)
 
     s = sub.add_parser("sampler", help="meta-batch sampling throughput per backend")
-    s.add_argument("--family", default="nav", choices=FAMILIES)
-    s.add_argument("--net", default="port", choices=NETS)
-    s.add_argument("--tasks", type=int, default=20)
-    s.add_argument("--episodes", type=int, default=20)
-    s.add_argument("--horizon", type=int, default=None)
+    add_batch_arguments(s)
     s.add_argument("--backends", nargs="+", default=["vector", "process", "torch"])
     s.add_argument("--repeats", type=int, default=3)
     s.set_defaults(fn=cmd_sampler)
 
     i = sub.add_parser("iteration", help="meta-iteration time split per variant")
-    i.add_argument("--family", default="nav", choices=FAMILIES)
-    i.add_argument("--net", default="port", choices=NETS)
+    add_batch_arguments(i)
     i.add_argument("--algo", default="maml_trpo")
-    i.add_argument("--tasks", type=int, default=20)
-    i.add_argument("--episodes", type=int, default=20)
-    i.add_argument("--horizon", type=int, default=None)
     i.add_argument("--iterations", type=int, default=3)
     i.add_argument("--threads", type=int, default=None, help="learner threads (default: cores)")
     i.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    i.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_override_argument(i)
     i.set_defaults(fn=cmd_iteration)
 
     lc = sub.add_parser("learning", help="learning curves per variant over seeds")
-    lc.add_argument("--family", default="nav", choices=FAMILIES)
-    lc.add_argument("--net", default="port", choices=NETS)
-    lc.add_argument("--tasks", type=int, default=20)
-    lc.add_argument("--episodes", type=int, default=20)
-    lc.add_argument("--horizon", type=int, default=None)
+    add_batch_arguments(lc)
     lc.add_argument("--iterations", type=int, default=30)
     lc.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     lc.add_argument("--variants", nargs="+", default=["fast", "fast+fisher20%"], choices=VARIANTS)
-    lc.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_override_argument(lc)
     lc.set_defaults(fn=cmd_learning)
 
     child = sub.add_parser("_child")  # internal: one iteration variant, JSON on stdout

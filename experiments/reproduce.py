@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import os
 import platform
 import sys
@@ -78,6 +79,20 @@ _TINY = Budget(
     },
 )
 
+# MuJoCo families: paper 40 tasks x 20 episodes x 500 iterations; "small" is 20 x 10 x 40
+_MUJOCO_SMALL_OVERRIDES = (
+    "train.iterations=40",
+    "train.meta_batch_size=20",
+    "train.episodes_per_task=10",
+)
+_MUJOCO_BUDGETS = {
+    "small": Budget(
+        _MUJOCO_SMALL_OVERRIDES, ppo_timesteps=100_000, eval_tasks=20, eval_episodes=10
+    ),
+    "paper": Budget(("train.iterations=500",), ppo_timesteps=1_000_000),
+    "tiny": _TINY,
+}
+
 BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in (
@@ -99,17 +114,9 @@ BENCHMARKS: dict[str, Benchmark] = {
             "halfcheetah_dir",
             "halfcheetah_dir",
             {
-                # paper: 40 tasks x 20 episodes x 500 iterations; here 20 x 10 x 40
-                "small": Budget(
-                    (
-                        "train.iterations=40",
-                        "train.meta_batch_size=20",
-                        "train.episodes_per_task=10",
-                    ),
-                    reptile_overrides=("train.iterations=40",),
-                    ppo_timesteps=100_000,
-                    eval_tasks=20,
-                    eval_episodes=10,
+                **_MUJOCO_BUDGETS,
+                "small": dataclasses.replace(
+                    _MUJOCO_BUDGETS["small"], reptile_overrides=("train.iterations=40",)
                 ),
                 # 10 tasks x 10 episodes x 400 iterations (16 M env steps, ~20 min here)
                 "long": Budget(
@@ -124,64 +131,23 @@ BENCHMARKS: dict[str, Benchmark] = {
                     eval_tasks=20,
                     eval_episodes=10,
                 ),
-                "paper": Budget(("train.iterations=500",), ppo_timesteps=1_000_000),
-                "tiny": _TINY,
             },
             paper={"maml_trpo": {1: "≈ +300"}, "pretrained": {1: "≈ 0 to 50"}},
         ),
         Benchmark(
             "halfcheetah_vel",
             "halfcheetah_vel",
-            {
-                "small": Budget(
-                    (
-                        "train.iterations=40",
-                        "train.meta_batch_size=20",
-                        "train.episodes_per_task=10",
-                    ),
-                    ppo_timesteps=100_000,
-                    eval_tasks=20,
-                    eval_episodes=10,
-                ),
-                "paper": Budget(("train.iterations=500",), ppo_timesteps=1_000_000),
-                "tiny": _TINY,
-            },
+            dict(_MUJOCO_BUDGETS),
         ),
         Benchmark(
             "ant_dir",
             "ant_dir",
-            {
-                "small": Budget(
-                    (
-                        "train.iterations=40",
-                        "train.meta_batch_size=20",
-                        "train.episodes_per_task=10",
-                    ),
-                    ppo_timesteps=100_000,
-                    eval_tasks=20,
-                    eval_episodes=10,
-                ),
-                "paper": Budget(("train.iterations=500",), ppo_timesteps=1_000_000),
-                "tiny": _TINY,
-            },
+            dict(_MUJOCO_BUDGETS),
         ),
         Benchmark(
             "ant_vel",
             "ant_vel",
-            {
-                "small": Budget(
-                    (
-                        "train.iterations=40",
-                        "train.meta_batch_size=20",
-                        "train.episodes_per_task=10",
-                    ),
-                    ppo_timesteps=100_000,
-                    eval_tasks=20,
-                    eval_episodes=10,
-                ),
-                "paper": Budget(("train.iterations=500",), ppo_timesteps=1_000_000),
-                "tiny": _TINY,
-            },
+            dict(_MUJOCO_BUDGETS),
         ),
     )
 }
