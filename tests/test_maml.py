@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
-from torch.distributions import Independent, Normal
 from torch.func import functional_call
 
 from meta_rl.adaptation import InnerBatch, adapt
@@ -14,42 +12,20 @@ from meta_rl.functional import expand_to_tasks, policy_params, task_kl, task_log
 from meta_rl.maml import MAMLTRPO, MAMLTRPOSettings, task_masked_mean
 from meta_rl.trpo import conjugate_gradient, double_backward_fvp, flat, unflat
 
+from fakes import TinyGaussian, random_episodes
+
 T, N, E, OBS, ACT = 6, 3, 4, 3, 2
 
 
-class TinyGaussian(nn.Module):
-    """Small smooth policy (tanh) so finite differences are accurate in float64."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(OBS, 5), nn.Tanh(), nn.Linear(5, ACT))
-        self.log_std = nn.Parameter(torch.full((ACT,), -0.3))
-
-    def forward(self, obs: torch.Tensor) -> Independent:
-        normal = Normal(self.net(obs), self.log_std.exp(), validate_args=False)
-        return Independent(normal, 1, validate_args=False)
-
-
 def make_episodes(gen: torch.Generator) -> Episodes:
-    mask = torch.ones(T, N, E, dtype=torch.float64)
-    mask[4:, 0, 1] = 0.0  # variable lengths
-    mask[2:, 2, 3] = 0.0
-    return Episodes(
-        observations=torch.randn(T + 1, N, E, OBS, generator=gen, dtype=torch.float64),
-        actions=torch.randn(T, N, E, ACT, generator=gen, dtype=torch.float64),
-        rewards=torch.randn(T, N, E, generator=gen, dtype=torch.float64),
-        mask=mask,
-        terminated=torch.zeros(T, N, E, dtype=torch.bool),
-        truncated=torch.zeros(T, N, E, dtype=torch.bool),
-        log_probs=torch.zeros(T, N, E, dtype=torch.float64),
-    )
+    return random_episodes(gen, (T, N, E), OBS, ACT, ends=[(4, 0, 1), (2, 2, 3)])
 
 
 @pytest.fixture
 def problem():
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    policy = TinyGaussian().double()
+    policy = TinyGaussian(OBS, ACT).double()
     inner = [InnerBatch(make_episodes(gen), torch.randn(T, N, E, generator=gen).double())]
     valid = make_episodes(gen)
     advantages = torch.randn(T, N, E, generator=gen, dtype=torch.float64)

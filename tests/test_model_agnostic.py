@@ -22,6 +22,8 @@ from meta_rl.reptile import ReptileLearner, ReptileSettings
 from meta_rl.sampler import VectorSampler, observation_dim
 from meta_rl.trpo import flat, unflat
 
+from fakes import random_episodes
+
 NAV, BANDIT, MDP = "MetaRL/Navigation2D-v0", "MetaRL/Bandit-K5-v0", "MetaRL/TabularMDP-v0"
 
 
@@ -107,17 +109,8 @@ T, N, E, OBS, ACT = 5, 2, 3, 3, 2
 
 
 def _episodes(gen: torch.Generator) -> Episodes:
-    mask = torch.ones(T, N, E, dtype=torch.float64)
-    mask[3:, 0, 1] = 0.0  # a short episode: steps after its end must not matter
-    return Episodes(
-        observations=torch.randn(T + 1, N, E, OBS, generator=gen, dtype=torch.float64),
-        actions=torch.randn(T, N, E, ACT, generator=gen, dtype=torch.float64),
-        rewards=torch.randn(T, N, E, generator=gen, dtype=torch.float64),
-        mask=mask,
-        terminated=torch.zeros(T, N, E, dtype=torch.bool),
-        truncated=torch.zeros(T, N, E, dtype=torch.bool),
-        log_probs=torch.zeros(T, N, E, dtype=torch.float64),
-    )
+    # a short episode (task 0, episode 1): steps after its end must not matter
+    return random_episodes(gen, (T, N, E), OBS, ACT, ends=[(3, 0, 1)])
 
 
 @pytest.mark.parametrize("kind", ["gaussian_mlp", "gru"])

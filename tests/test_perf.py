@@ -9,8 +9,6 @@ import textwrap
 
 import pytest
 import torch
-from torch import nn
-from torch.distributions import Independent, Normal
 
 from meta_rl import perf
 from meta_rl.adaptation import InnerBatch
@@ -18,6 +16,8 @@ from meta_rl.episodes import Episodes
 from meta_rl.functional import policy_params, task_kl
 from meta_rl.maml import MAMLTRPO, MAMLTRPOSettings, task_masked_mean
 from meta_rl.trpo import double_backward_fvp, flat
+
+from fakes import TinyGaussian, random_episodes
 
 # Counts glibc's mmapped chunks (mallinfo2().hblks) around a 64 MiB malloc/free, before and after
 # tune_malloc, in a fresh interpreter so the test process's allocator is left alone.
@@ -85,35 +85,14 @@ def test_configure_learner_and_worker_set_thread_counts(monkeypatch):
 T, N, E, OBS, ACT = 5, 5, 4, 3, 2
 
 
-class _TinyGaussian(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(OBS, 6), nn.Tanh(), nn.Linear(6, ACT))
-        self.log_std = nn.Parameter(torch.full((ACT,), -0.2))
-
-    def forward(self, obs: torch.Tensor) -> Independent:
-        return Independent(Normal(self.net(obs), self.log_std.exp(), validate_args=False), 1)
-
-
 def _episodes(gen: torch.Generator) -> Episodes:
-    mask = torch.ones(T, N, E, dtype=torch.float64)
-    mask[3:, 1, 2] = 0.0
-    mask[1:, 4, 0] = 0.0
-    return Episodes(
-        observations=torch.randn(T + 1, N, E, OBS, generator=gen, dtype=torch.float64),
-        actions=torch.randn(T, N, E, ACT, generator=gen, dtype=torch.float64),
-        rewards=torch.randn(T, N, E, generator=gen, dtype=torch.float64),
-        mask=mask,
-        terminated=torch.zeros(T, N, E, dtype=torch.bool),
-        truncated=torch.zeros(T, N, E, dtype=torch.bool),
-        log_probs=torch.zeros(T, N, E, dtype=torch.float64),
-    )
+    return random_episodes(gen, (T, N, E), OBS, ACT, ends=[(3, 1, 2), (1, 4, 0)])
 
 
 @pytest.fixture
 def meta_problem():
     gen = torch.Generator().manual_seed(0)
-    policy = _TinyGaussian().double()
+    policy = TinyGaussian(OBS, ACT, hidden=6, log_std=-0.2).double()
     for p in policy.parameters():
         p.data.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64) * 0.5)
     inner = [InnerBatch(_episodes(gen), torch.randn(T, N, E, generator=gen, dtype=torch.float64))]

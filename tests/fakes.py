@@ -1,0 +1,50 @@
+"""Small deterministic problems shared by the numeric tests (float64, seeded generators)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.distributions import Independent, Normal
+
+from meta_rl.episodes import Episodes
+
+
+class TinyGaussian(nn.Module):
+    """A small smooth (tanh) Gaussian policy, so finite differences are accurate in float64."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 5, log_std: float = -0.3):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(obs_dim, hidden), nn.Tanh(), nn.Linear(hidden, act_dim))
+        self.log_std = nn.Parameter(torch.full((act_dim,), log_std))
+
+    def forward(self, obs: torch.Tensor) -> Independent:
+        normal = Normal(self.net(obs), self.log_std.exp(), validate_args=False)
+        return Independent(normal, 1, validate_args=False)
+
+
+def random_episodes(
+    gen: torch.Generator,
+    shape: tuple[int, int, int],
+    obs_dim: int,
+    act_dim: int,
+    ends: Sequence[tuple[int, int, int]] = (),
+) -> Episodes:
+    """Random float64 episodes ``[T, N, E]``; each ``(t, task, episode)`` in ``ends`` makes that
+    episode end before step ``t`` (variable lengths: steps after the end must not matter)."""
+    horizon, num_tasks, episodes = shape
+    mask = torch.ones(shape, dtype=torch.float64)
+    for t, task, episode in ends:
+        mask[t:, task, episode] = 0.0
+    return Episodes(
+        observations=torch.randn(
+            horizon + 1, num_tasks, episodes, obs_dim, generator=gen, dtype=torch.float64
+        ),
+        actions=torch.randn(*shape, act_dim, generator=gen, dtype=torch.float64),
+        rewards=torch.randn(*shape, generator=gen, dtype=torch.float64),
+        mask=mask,
+        terminated=torch.zeros(shape, dtype=torch.bool),
+        truncated=torch.zeros(shape, dtype=torch.bool),
+        log_probs=torch.zeros(shape, dtype=torch.float64),
+    )
