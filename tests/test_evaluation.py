@@ -47,11 +47,8 @@ def nav_config(horizon: int = 8, seed: int = 3):
     )
 
 
-@pytest.fixture
-def skipped_run(tmp_path) -> Path:
+def write_skipped_run(run_dir: Path, config) -> Path:
     """A run dir whose 'meta-training' was skipped: the checkpoint holds the seeded init."""
-    config = nav_config()
-    run_dir = tmp_path / "run"
     run_dir.mkdir()
     save_config(config, run_dir / "config.yaml")
     sampler = VectorSampler(NAV, 1, 1, seed=0, max_episode_steps=8)
@@ -61,6 +58,11 @@ def skipped_run(tmp_path) -> Path:
         run_dir / "checkpoints" / "latest.pt", {"trainer": {"policy": policy.state_dict()}}
     )
     return run_dir
+
+
+@pytest.fixture
+def skipped_run(tmp_path) -> Path:
+    return write_skipped_run(tmp_path / "run", nav_config())
 
 
 # --------------------------------------------------------------------------------- held-out
@@ -270,15 +272,7 @@ def test_reptile_run_also_gets_a_curve_with_its_own_inner_loop(tmp_path):
             "train": {"seed": 3, "meta_batch_size": 2, "episodes_per_task": 2},
         }
     )
-    run_dir = tmp_path / "reptile"
-    run_dir.mkdir()
-    save_config(config, run_dir / "config.yaml")
-    sampler = VectorSampler(NAV, 1, 1, seed=0, max_episode_steps=8)
-    policy = build_policy(config, sampler, config.train.seed)
-    sampler.close()
-    save_checkpoint(
-        run_dir / "checkpoints" / "latest.pt", {"trainer": {"policy": policy.state_dict()}}
-    )
+    run_dir = write_skipped_run(tmp_path / "reptile", config)
     curves = evaluate_run(run_dir, EvalSettings(tasks=3, steps=1, episodes=2))
     pg, own = curves
     assert own.method == "reptile (own inner loop)"
