@@ -15,7 +15,7 @@ from agents.policies import make_policy
 from meta_rl.adaptation import AdvantageEstimator
 from meta_rl.base import IterationReport, MetaLearner
 from meta_rl.checkpoint import CheckpointManager, find_latest, load_checkpoint
-from meta_rl.config import Config, config_to_dict, default_run_dir, save_config
+from meta_rl.config import Config, ConfigError, config_to_dict, default_run_dir, save_config
 from meta_rl.logger import MetricLogger
 from meta_rl.maml import MAMLTRPOLearner, MAMLTRPOSettings
 from meta_rl.perf import configure_learner
@@ -28,7 +28,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but torch sees no CUDA device")
+        raise ConfigError(f"train.device: {name!r} requested but torch sees no CUDA device")
     return device
 
 

@@ -12,7 +12,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from meta_rl.checkpoint import find_latest, load_checkpoint
-from meta_rl.config import load_config
+from meta_rl.config import ConfigError, load_config
 from meta_rl.trainer import train
 
 CI_CONFIG = Path(__file__).parents[1] / "experiments" / "configs" / "maml_navigation2d_ci.yaml"
@@ -92,3 +92,11 @@ def test_checkpoints_are_weights_only_and_resume_is_bitwise(tmp_path):
     ]
     assert (straight / "config.yaml").is_file()
     assert (straight / "checkpoints" / "iter_000002.pt").is_file()  # checkpoint_every: 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_config_error_before_anything_is_written(tmp_path):
+    config = load_config(CI_CONFIG, ["train.device=cuda"])
+    with pytest.raises(ConfigError, match=r"train\.device: 'cuda' requested"):
+        train(config, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
