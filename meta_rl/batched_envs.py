@@ -13,6 +13,7 @@ because ``import envs`` must stay torch-free.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +27,7 @@ from meta_rl.functional import Params, task_distribution
 from meta_rl.sampler import Sampler
 
 
-class BatchedEnv:
+class BatchedEnv(ABC):
     """``B`` independent copies of a family, each with its own task, as tensors.
 
     ``step`` takes actions ``[B, ...]`` and returns ``(obs, reward, terminated)`` with
@@ -37,15 +38,15 @@ class BatchedEnv:
         self.unwrapped = env.unwrapped
         self.device = device
 
+    @abstractmethod
     def set_tasks(self, tasks: Sequence[dict[str, Any]]) -> None:
         """One task per copy (the sampler repeats each task over its episodes)."""
-        raise NotImplementedError
 
-    def reset(self, generator: torch.Generator) -> Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def reset(self, generator: torch.Generator) -> Tensor: ...
 
-    def step(self, action: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-        raise NotImplementedError
+    @abstractmethod
+    def step(self, action: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]: ...
 
 
 class BatchedNavigation2D(BatchedEnv):

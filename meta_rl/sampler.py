@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -155,7 +156,7 @@ def rollout(
     return end
 
 
-class Sampler:
+class Sampler(ABC):
     """What every sampler backend shares: the family's spaces and horizon, and one generator.
 
     The generator (seeded once) draws the tasks, every phase's env reset seeds and the seed of
@@ -224,11 +225,11 @@ class Sampler:
         reset_seeds = self._rng.integers(2**31, size=self.batch_size)
         return reset_seeds, int(self._rng.integers(2**62))
 
+    @abstractmethod
     def sample(
         self, policy: nn.Module, params: Params, tasks: Sequence[dict[str, Any]]
     ) -> Episodes:
         """One episode per (task, episode) slot; ``params`` holds one parameter set per task."""
-        raise NotImplementedError
 
     def close(self) -> None:
         self._env.close()
