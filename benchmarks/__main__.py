@@ -152,14 +152,7 @@ def cmd_sampler(args: argparse.Namespace) -> None:
     many = ceiling(family, 20, 20_000 if args.family != "cheetah" else 4_000, cores)
     rows = []
     for backend in args.backends:
-        config = _config(
-            args.family,
-            args.net,
-            args.tasks,
-            args.episodes,
-            args.horizon,
-            [f"train.sampler={backend}"],
-        )
+        config = _batch_config(args, [f"train.sampler={backend}"])
         try:
             sampler = build_sampler(config, torch.device("cpu"))
         except ValueError as exc:
@@ -222,6 +215,11 @@ def _config(
         "train": {"meta_batch_size": tasks, "episodes_per_task": episodes, "seed": 1},
     }
     return config_from_dict(data, overrides)
+
+
+def _batch_config(args: argparse.Namespace, overrides: list[str]):
+    """``_config`` for the meta-batch named by ``add_batch_arguments``."""
+    return _config(args.family, args.net, args.tasks, args.episodes, args.horizon, overrides)
 
 
 def _timed(owner: Any, name: str, totals: dict[str, float], key: str) -> None:
@@ -365,13 +363,8 @@ def cmd_learning(args: argparse.Namespace) -> None:
     for variant in args.variants:
         overrides = variant_overrides(variant, args.family, args.overrides)
         for seed in args.seeds:
-            config = _config(
-                args.family,
-                args.net,
-                args.tasks,
-                args.episodes,
-                args.horizon,
-                [*overrides, f"train.seed={seed}", f"train.iterations={args.iterations}"],
+            config = _batch_config(
+                args, [*overrides, f"train.seed={seed}", f"train.iterations={args.iterations}"]
             )
             run_dir = train(config, run_dir=args.out / f"learning_{variant}_{seed}")
             with (run_dir / "progress.csv").open(newline="") as f:

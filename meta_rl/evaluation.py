@@ -37,6 +37,7 @@ from torch import nn
 from meta_rl.adaptation import AdvantageEstimator, InnerBatch, adapt, detached
 from meta_rl.functional import Params, expand_to_tasks, policy_params
 from meta_rl.sampler import Sampler, VectorSampler
+from meta_rl.trainer import advantage_estimator
 
 EVAL_SPAWN_KEY = 0x6D657461_74657374  # b"metatest": the held-out stream's spawn key
 EVAL_DIR = "eval"
@@ -306,11 +307,6 @@ def make_eval_sampler(config: Any, num_tasks: int, episodes: int, env_id: str | 
         env_kwargs=config.env.kwargs,
         max_episode_steps=config.env.max_episode_steps,
     )
-
-
-def advantage_estimator(config: Any) -> AdvantageEstimator:
-    algo = config.algo
-    return AdvantageEstimator(algo.gamma, algo.gae_lambda, algo.normalize_advantages)
 
 
 def evaluate_run(

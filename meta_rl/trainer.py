@@ -77,10 +77,16 @@ def _build_other_policy(config: Config, sampler: Sampler, generator: torch.Gener
     )
 
 
+def advantage_estimator(config: Config) -> AdvantageEstimator:
+    """The run's advantage estimator (training and evaluation must use the same one)."""
+    algo = config.algo
+    return AdvantageEstimator(algo.gamma, algo.gae_lambda, algo.normalize_advantages)
+
+
 def build_meta_learner(config: Config, policy: nn.Module, sampler: Sampler) -> MetaLearner:
     """The meta-learner named by ``algo.name``, wired to the policy and sampler."""
     algo = config.algo
-    advantages = AdvantageEstimator(algo.gamma, algo.gae_lambda, algo.normalize_advantages)
+    advantages = advantage_estimator(config)
     if algo.name == "maml_trpo":
         settings = MAMLTRPOSettings(
             inner_lr=algo.inner_lr,
