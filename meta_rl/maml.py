@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -45,7 +45,8 @@ class MAMLTRPOSettings:
     ls_backtrack_ratio: float = 0.8  # step shrink factor per line-search step
     fvp: str = "gauss_newton"  # "gauss_newton" (fast, exact at the old point) or "double_backward"
     task_chunk: int = 4  # tasks per meta-gradient / Fisher graph (0: all); same math, less memory
-    fisher_subsample: float = 1.0  # fraction of each task's episodes in the Fisher (1: exact)
+    # fraction of each task's episodes (inner and post-adaptation) in the Fisher (1: exact)
+    fisher_subsample: float = 1.0
 
 
 def task_masked_mean(values: Tensor, mask: Tensor) -> Tensor:
@@ -168,18 +169,17 @@ class MAMLTRPO:
         Tasks go in chunks: each chunk's adaptation graph serves both its share of the gradient
         and its Fisher products, and a few tasks' temporaries stay in cache. Sums over chunks
         are the full-batch quantities, since the surrogate and the KL are means over tasks.
+        With ``fisher_subsample < 1`` the Fisher gets graphs of its own (``_fisher_point``),
+        over chunks of as many episodes as a gradient chunk, hence more tasks (fewer ops).
         """
         s = self.settings
         leaves = list(theta.values())
         obs = valid.observations[:-1]
-        num_tasks = valid.num_tasks
-        chunk = s.task_chunk or num_tasks
+        chunk = s.task_chunk or valid.num_tasks
+        keep = max(1, round(s.fisher_subsample * valid.episodes_per_task))
+        exact = keep == valid.episodes_per_task
         losses, grad, fvps, olds, old_lps = [], 0.0, [], [], []
-        for start in range(0, num_tasks, chunk):
-            part = slice(start, min(start + chunk, num_tasks))
-            share = (part.stop - part.start) / num_tasks
-            inner_c = [InnerBatch(_tasks(b.episodes, part), b.advantages[:, part]) for b in inner]
-            valid_c = _tasks(valid, part)
+        for part, share, inner_c, valid_c in _task_chunks(inner, valid, chunk):
             adapted = self.adapted_params(theta, inner_c, create_graph=True)
             old_adapted = {k: v.detach() for k, v in adapted.items()}
             with torch.no_grad():
@@ -187,14 +187,19 @@ class MAMLTRPO:
                     self.policy, old_adapted, obs[:, part], valid_c.actions, task_dim=1
                 )
             loss_c = share * self.surrogate(adapted, valid_c, advantages[:, part], old_lp)
-            grad = grad + flat(torch.autograd.grad(loss_c, leaves, retain_graph=True))
+            grad = grad + flat(torch.autograd.grad(loss_c, leaves, retain_graph=exact))
             losses.append(loss_c.detach())
-            fvps.append(self._fisher_vector_product(adapted, old_adapted, valid_c, leaves, share))
+            if exact:
+                fvps.append(
+                    self._fisher_vector_product(adapted, old_adapted, valid_c, leaves, share)
+                )
             olds.append(old_adapted)
             old_lps.append(old_lp)
         old_adapted = {k: torch.cat([o[k] for o in olds]) for k in olds[0]}
         old_log_probs = torch.cat(old_lps, dim=1)
         loss = torch.stack(losses).sum()
+        if not exact:
+            fvps = self._subsampled_fisher(theta, inner, valid, old_adapted, keep)
 
         def fvp(v: Tensor) -> Tensor:
             out = fvps[0](v)
@@ -204,6 +209,47 @@ class MAMLTRPO:
 
         return loss, grad, fvp, old_adapted, old_log_probs
 
+    def _subsampled_fisher(
+        self,
+        theta: Params,
+        inner: list[InnerBatch],
+        valid: Episodes,
+        old_adapted: Params,
+        keep: int,
+    ) -> list[Callable[[Tensor], Tensor]]:
+        """Per-chunk Fisher products on each task's first ``keep`` episodes.
+
+        A chunk holds as many episodes as a gradient chunk, hence more tasks: fewer, larger ops.
+        """
+        leaves = list(theta.values())
+        chunk = self.settings.task_chunk * valid.episodes_per_task // keep or valid.num_tasks
+        fvps = []
+        for part, share, inner_c, valid_c in _task_chunks(inner, valid, chunk):
+            old_c = {k: v[part] for k, v in old_adapted.items()}
+            adapted = self._fisher_point(theta, inner_c, old_c, keep)
+            valid_c = _head_episodes(valid_c, keep)
+            fvps.append(self._fisher_vector_product(adapted, old_c, valid_c, leaves, share))
+        return fvps
+
+    def _fisher_point(
+        self, theta: Params, inner: list[InnerBatch], old_adapted: Params, keep: int
+    ) -> Params:
+        """The adapted parameters, differentiable through an adaptation on ``keep`` episodes.
+
+        Most of a Fisher product's cost is differentiating through the inner step(s): the
+        Hessians of the inner losses, on all inner episodes. Subsampling only the
+        post-adaptation KL would leave that untouched, so the subsampled Fisher takes the
+        Jacobian of an adaptation on each task's first ``keep`` inner episodes (i.i.d., so an
+        unbiased subsample without drawing anything) while keeping the value, and so the point
+        where the KL is expanded, of the full adaptation: ``F ~ J_sub^T M(theta') J_sub``.
+        The gradient still uses every episode.
+        """
+        heads = [
+            InnerBatch(_head_episodes(b.episodes, keep), b.advantages[:, :, :keep]) for b in inner
+        ]
+        local = self.adapted_params(theta, heads, create_graph=True)
+        return {k: v - v.detach() + old_adapted[k] for k, v in local.items()}
+
     def _fisher_vector_product(
         self,
         adapted: Params,
@@ -212,15 +258,9 @@ class MAMLTRPO:
         leaves: list[Tensor],
         share: float = 1.0,
     ) -> Callable[[Tensor], Tensor]:
-        """``v -> (share * F + damping I) v``, F the Hessian of the mean KL over these tasks.
-
-        With ``fisher_subsample < 1`` only each task's first episodes (i.i.d., so an unbiased
-        subsample without drawing anything) enter ``F``: the products get cheaper, the
-        gradient still uses every episode.
-        """
+        """``v -> (share * F + damping I) v``, F the Hessian of the mean KL over these tasks."""
         s = self.settings
-        keep = max(1, round(s.fisher_subsample * valid.episodes_per_task))
-        obs, mask = valid.observations[:-1, :, :keep], valid.mask[:, :, :keep]
+        obs, mask = valid.observations[:-1], valid.mask
         if s.fvp == "double_backward":
             kl = task_masked_mean(task_kl(self.policy, old_adapted, adapted, obs, 1), mask)
             return double_backward_fvp(share * kl, leaves, s.cg_damping)
@@ -234,6 +274,22 @@ class MAMLTRPO:
 def _tasks(episodes: Episodes, part: slice) -> Episodes:
     """The episodes of a contiguous range of tasks (views, no copies)."""
     return Episodes(**{f.name: getattr(episodes, f.name)[:, part] for f in fields(episodes)})
+
+
+def _task_chunks(
+    inner: list[InnerBatch], valid: Episodes, chunk: int
+) -> Iterator[tuple[slice, float, list[InnerBatch], Episodes]]:
+    """Consecutive ranges of ``chunk`` tasks: the range, its share of all tasks, its data."""
+    num_tasks = valid.num_tasks
+    for start in range(0, num_tasks, chunk):
+        part = slice(start, min(start + chunk, num_tasks))
+        inner_c = [InnerBatch(_tasks(b.episodes, part), b.advantages[:, part]) for b in inner]
+        yield part, (part.stop - part.start) / num_tasks, inner_c, _tasks(valid, part)
+
+
+def _head_episodes(episodes: Episodes, keep: int) -> Episodes:
+    """Each task's first ``keep`` episodes (views, no copies)."""
+    return Episodes(**{f.name: getattr(episodes, f.name)[:, :, :keep] for f in fields(episodes)})
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from meta_rl.adaptation import InnerBatch
 from meta_rl.episodes import Episodes
 from meta_rl.functional import policy_params, task_kl
 from meta_rl.maml import MAMLTRPO, MAMLTRPOSettings, task_masked_mean
-from meta_rl.trpo import double_backward_fvp, flat
+from meta_rl.trpo import flat
 
 from fakes import TinyGaussian, random_episodes
 
@@ -100,16 +100,38 @@ def meta_problem():
 
 
 def _reference_fisher(policy, inner, valid, episodes):
-    """Dense KL Hessian of the whole batch by double backward, restricted to the first episodes."""
-    maml = MAMLTRPO(policy, MAMLTRPOSettings(inner_lr=0.5, cg_damping=0.0, task_chunk=0))
+    """Dense Hessian (autograd.functional.hessian) of the mean KL on the first ``episodes``.
+
+    Its Jacobian comes from adapting on the first ``episodes`` inner episodes, its expansion
+    point is the adaptation on all of them: with every episode, the exact KL Hessian.
+    """
+    maml = MAMLTRPO(policy, MAMLTRPOSettings(inner_lr=0.5, task_chunk=0))
     theta = policy_params(policy)
-    adapted = maml.adapted_params(theta, inner, create_graph=True)
-    old = {k: v.detach() for k, v in adapted.items()}
-    obs, mask = valid.observations[:-1, :, :episodes], valid.mask[:, :, :episodes]
-    kl = task_masked_mean(task_kl(policy, old, adapted, obs, 1), mask)
-    fvp = double_backward_fvp(kl, list(theta.values()), damping=0.0)
-    size = flat(list(theta.values())).numel()
-    return torch.stack([fvp(e) for e in torch.eye(size, dtype=torch.float64)])
+    names, shapes = list(theta), [p.shape for p in theta.values()]
+    start = flat([p.detach() for p in theta.values()])
+    heads = [InnerBatch(_head(b.episodes, episodes), b.advantages[:, :, :episodes]) for b in inner]
+    valid = _head(valid, episodes)
+
+    def params(vector):
+        sizes = [s.numel() for s in shapes]
+        parts = vector.split(sizes)
+        return {n: t.view(s) for n, t, s in zip(names, parts, shapes, strict=True)}
+
+    leaf = start.clone().requires_grad_(True)  # the inner steps differentiate w.r.t. it
+    old = {k: v.detach() for k, v in maml.adapted_params(params(leaf), inner, False).items()}
+    at_start = maml.adapted_params(params(leaf), heads, create_graph=False)
+
+    def mean_kl(vector):
+        local = maml.adapted_params(params(vector), heads, create_graph=True)
+        adapted = {k: old[k] + local[k] - at_start[k].detach() for k in local}
+        kl = task_kl(policy, old, adapted, valid.observations[:-1], 1)
+        return task_masked_mean(kl, valid.mask)
+
+    return torch.autograd.functional.hessian(mean_kl, start)
+
+
+def _head(episodes: Episodes, count: int) -> Episodes:
+    return Episodes(**{k: v[:, :, :count] for k, v in vars(episodes).items()})
 
 
 @pytest.mark.parametrize("fvp", ["gauss_newton", "double_backward"])
