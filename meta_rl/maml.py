@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.distributions import Distribution, kl_divergence
 
 from meta_rl.adaptation import AdvantageEstimator, InnerBatch, adapt, adapt_steps, detached
 from meta_rl.base import MetaLearner
@@ -47,6 +48,13 @@ class MAMLTRPOSettings:
     task_chunk: int = 4  # tasks per meta-gradient / Fisher graph (0: all); same math, less memory
     # fraction of each task's episodes (inner and post-adaptation) in the Fisher (1: exact)
     fisher_subsample: float = 1.0
+
+
+def importance_weighted_loss(
+    log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, mask: Tensor
+) -> Tensor:
+    """TRPO's surrogate ``-E[pi/pi_old * A]`` (to minimise), every task weighing the same."""
+    return -task_masked_mean(torch.exp(log_probs - old_log_probs) * advantages, mask)
 
 
 def task_masked_mean(values: Tensor, mask: Tensor) -> Tensor:
@@ -103,8 +111,7 @@ class MAMLTRPO:
         log_probs = task_log_probs(
             self.policy, adapted, valid.observations[:-1], valid.actions, task_dim=1
         )
-        ratio = torch.exp(log_probs - old_log_probs)
-        return -task_masked_mean(ratio * advantages, valid.mask)
+        return importance_weighted_loss(log_probs, old_log_probs, advantages, valid.mask)
 
     def meta_loss(
         self,
@@ -124,24 +131,25 @@ class MAMLTRPO:
         theta = policy_params(self.policy)
         names, leaves = list(theta), list(theta.values())
         obs = valid.observations[:-1]
-        loss, grad, fvp, old_adapted, old_log_probs = self.linearize(
-            theta, inner, valid, advantages
-        )
+        loss, grad, fvp, old_dist, old_log_probs = self.linearize(theta, inner, valid, advantages)
         direction, residual = conjugate_gradient(fvp, grad, s.cg_iters)
         shs = 0.5 * (direction @ (grad - residual))  # = 0.5 x^T F x, saves one product
         scale = torch.sqrt(s.max_kl / shs.clamp_min(1e-12))
         full_step = -scale * direction
 
         def evaluate(candidate: Tensor) -> tuple[float, float]:
+            """Surrogate and KL of a candidate: one policy evaluation on the valid episodes."""
             values = (p.detach().requires_grad_(True) for p in unflat(candidate, leaves))
             params = dict(zip(names, values, strict=True))
             new_adapted = self.adapted_params(params, inner, create_graph=False)
             with torch.no_grad():
                 new_adapted = {k: v.detach() for k, v in new_adapted.items()}
-                new_loss = self.surrogate(new_adapted, valid, advantages, old_log_probs)
-                kl = task_masked_mean(
-                    task_kl(self.policy, old_adapted, new_adapted, obs, 1), valid.mask
+                dist = task_distribution(self.policy, new_adapted, obs, task_dim=1)
+                log_probs = dist.log_prob(valid.actions)
+                new_loss = importance_weighted_loss(
+                    log_probs, old_log_probs, advantages, valid.mask
                 )
+                kl = task_masked_mean(kl_divergence(old_dist, dist), valid.mask)
             return new_loss.item(), kl.item()
 
         start = flat([p.detach() for p in leaves])
@@ -163,8 +171,11 @@ class MAMLTRPO:
 
     def linearize(
         self, theta: Params, inner: list[InnerBatch], valid: Episodes, advantages: Tensor
-    ) -> tuple[Tensor, Tensor, Callable[[Tensor], Tensor], Params, Tensor]:
-        """Surrogate, its gradient, the Fisher-vector product, old adapted params, old log-probs.
+    ) -> tuple[Tensor, Tensor, Callable[[Tensor], Tensor], Distribution, Tensor]:
+        """Surrogate, gradient, Fisher-vector product, old adapted policies and their log-probs.
+
+        The old adapted policies' distribution on the valid observations is kept, so a
+        line-search candidate costs one policy evaluation, not three.
 
         Tasks go in chunks: each chunk's adaptation graph serves both its share of the gradient
         and its Fisher products, and a few tasks' temporaries stay in cache. Sums over chunks
@@ -178,14 +189,13 @@ class MAMLTRPO:
         chunk = s.task_chunk or valid.num_tasks
         keep = max(1, round(s.fisher_subsample * valid.episodes_per_task))
         exact = keep == valid.episodes_per_task
-        losses, grad, fvps, olds, old_lps = [], 0.0, [], [], []
+        losses, grad, fvps, olds, old_dists, old_lps = [], 0.0, [], [], [], []
         for part, share, inner_c, valid_c in _task_chunks(inner, valid, chunk):
             adapted = self.adapted_params(theta, inner_c, create_graph=True)
             old_adapted = {k: v.detach() for k, v in adapted.items()}
             with torch.no_grad():
-                old_lp = task_log_probs(
-                    self.policy, old_adapted, obs[:, part], valid_c.actions, task_dim=1
-                )
+                old_dist = task_distribution(self.policy, old_adapted, obs[:, part], task_dim=1)
+                old_lp = old_dist.log_prob(valid_c.actions)
             loss_c = share * self.surrogate(adapted, valid_c, advantages[:, part], old_lp)
             grad = grad + flat(torch.autograd.grad(loss_c, leaves, retain_graph=exact))
             losses.append(loss_c.detach())
@@ -194,11 +204,11 @@ class MAMLTRPO:
                     self._fisher_vector_product(adapted, old_adapted, valid_c, leaves, share)
                 )
             olds.append(old_adapted)
+            old_dists.append(old_dist)
             old_lps.append(old_lp)
-        old_adapted = {k: torch.cat([o[k] for o in olds]) for k in olds[0]}
-        old_log_probs = torch.cat(old_lps, dim=1)
         loss = torch.stack(losses).sum()
         if not exact:
+            old_adapted = {k: torch.cat([o[k] for o in olds]) for k in olds[0]}
             fvps = self._subsampled_fisher(theta, inner, valid, old_adapted, keep)
 
         def fvp(v: Tensor) -> Tensor:
@@ -207,7 +217,7 @@ class MAMLTRPO:
                 out = out + product(v) - s.cg_damping * v  # damping once, not per chunk
             return out
 
-        return loss, grad, fvp, old_adapted, old_log_probs
+        return loss, grad, fvp, _cat_distributions(old_dists, dim=1), torch.cat(old_lps, dim=1)
 
     def _subsampled_fisher(
         self,
@@ -285,6 +295,15 @@ def _task_chunks(
         part = slice(start, min(start + chunk, num_tasks))
         inner_c = [InnerBatch(_tasks(b.episodes, part), b.advantages[:, part]) for b in inner]
         yield part, (part.stop - part.start) / num_tasks, inner_c, _tasks(valid, part)
+
+
+def _cat_distributions(dists: list[Distribution], dim: int) -> Distribution:
+    """One distribution from same-type ones, their parameters concatenated along ``dim``."""
+    parts = [flatten_distribution(d) for d in dists]
+    rebuild = parts[0][1]
+    return rebuild(
+        [torch.cat(leaves, dim=dim) for leaves in zip(*(p[0] for p in parts), strict=True)]
+    )
 
 
 def _head_episodes(episodes: Episodes, keep: int) -> Episodes:
