@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, kl_divergence
 from torch.func import functional_call, vmap
@@ -76,6 +77,10 @@ def task_distribution(
     ``obs`` holds the task index in dimension ``task_dim``; the returned distribution has the
     batch shape of ``obs`` without its last (feature) dimension.
     """
+    if obs.dim() >= 3 and not torch.is_grad_enabled() and not is_recurrent(policy):
+        shared = _shared_params(params)
+        if shared is not None:
+            return _one_call_for_all_tasks(policy, shared, obs, task_dim)
     rebuild: list[Callable[[list[Tensor]], Distribution]] = []
 
     def leaves(task_params: Params, task_obs: Tensor) -> tuple[Tensor, ...]:
@@ -85,6 +90,32 @@ def task_distribution(
 
     tensors = vmap(leaves, in_dims=(0, task_dim), out_dims=task_dim)(params, obs)
     return rebuild[0](list(tensors))
+
+
+def _shared_params(params: Params) -> Params | None:
+    """The one parameter set every task holds (values checked, not assumed), else None."""
+    first = {k: v[0] for k, v in params.items()}
+    if all(torch.equal(v, first[k].expand_as(v)) for k, v in params.items()):
+        return first
+    return None
+
+
+def _one_call_for_all_tasks(
+    policy: nn.Module, params: Params, obs: Tensor, task_dim: int
+) -> Distribution:
+    """``task_distribution`` when all tasks share ``params``: one plain call, no vmap.
+
+    Sampling the pre-adaptation batch is this case; vmap's per-call overhead is about as large
+    as the small per-step forward itself. The task dim is merged into the next one, so the
+    policy sees inputs of the rank a per-task call would.
+    """
+    per_task = obs.movedim(task_dim, 0)
+    num_tasks, rows = per_task.shape[:2]
+    dist = functional_call(
+        policy, params, (per_task.reshape(num_tasks * rows, *per_task.shape[2:]),)
+    )
+    tensors, rebuild = flatten_distribution(dist)
+    return rebuild([t.reshape(num_tasks, rows, *t.shape[1:]).movedim(0, task_dim) for t in tensors])
 
 
 def task_log_probs(

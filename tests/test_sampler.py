@@ -6,9 +6,15 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from agents.policies import CategoricalMLPPolicy, GaussianMLPPolicy
-from meta_rl.functional import expand_to_tasks, policy_params
+from meta_rl.functional import (
+    expand_to_tasks,
+    flatten_distribution,
+    policy_params,
+    task_distribution,
+)
 from meta_rl.sampler import VectorSampler
 
 
@@ -144,3 +150,32 @@ def test_wrong_number_of_tasks_is_an_error():
     policy = GaussianMLPPolicy(2, 2, hidden_sizes=(8,))
     with pytest.raises(ValueError, match="2 tasks"):
         sampler.sample(policy, shared(policy, 3), [{"goal": [0.0, 0.0]}] * 3)
+
+
+@pytest.mark.parametrize("policy_cls", [GaussianMLPPolicy, CategoricalMLPPolicy])
+def test_shared_parameters_run_as_one_plain_call_with_the_same_distribution(policy_cls):
+    """Sampling the pre-adaptation batch skips vmap: one call on [tasks * rows, dim] inputs."""
+    gen = torch.Generator().manual_seed(3)
+    policy = policy_cls(4, 3, hidden_sizes=(8,), generator=gen).double()
+    seen: list[torch.Size] = []
+    policy.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape))
+    obs = torch.randn(5, 3, 6, 4, generator=gen, dtype=torch.float64)  # [T, tasks, rows, dim]
+    same = shared(policy, 3)
+    distinct = {
+        k: v + 0.1 * torch.randn(v.shape, generator=gen, dtype=v.dtype) for k, v in same.items()
+    }
+    for params, one_call in ((same, True), (distinct, False)):
+        seen.clear()
+        with torch.no_grad():
+            dist = task_distribution(policy, params, obs, task_dim=1)
+        assert len(seen) == 1 and (seen[0] == (3 * 5, 6, 4)) is one_call
+        assert dist.batch_shape == (5, 3, 6)
+        for task in range(3):
+            own = {k: v[task] for k, v in params.items()}
+            expected = functional_call(policy, own, (obs[:, task],))
+            got_leaves, want_leaves = (
+                flatten_distribution(dist)[0],
+                flatten_distribution(expected)[0],
+            )
+            for got, want in zip(got_leaves, want_leaves, strict=True):
+                torch.testing.assert_close(got[:, task], want.expand_as(got[:, task]))
