@@ -30,10 +30,10 @@ NETS = {"port": ([64, 64], "tanh"), "paper": ([100, 100], "relu")}
 # name -> (config overrides, tune malloc); each is measured against the first one listed
 VARIANTS: dict[str, tuple[list[str], bool]] = {
     "naive": (["algo.task_chunk=0", "train.sampler=vector"], False),
-    "chunk4": (["algo.task_chunk=4", "train.sampler=vector"], False),
-    "chunk4+malloc": (["algo.task_chunk=4", "train.sampler=vector"], True),
-    "fast": (["algo.task_chunk=4"], True),  # + the fastest sampler for the family
-    "fast+fisher20%": (["algo.task_chunk=4", "algo.fisher_subsample=0.2"], True),
+    "chunked": (["train.sampler=vector"], False),  # the default algo.task_chunk
+    "chunked+malloc": (["train.sampler=vector"], True),
+    "fast": ([], True),  # + the fastest sampler for the family
+    "fast+fisher20%": (["algo.fisher_subsample=0.2"], True),
 }
 
 

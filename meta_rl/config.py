@@ -91,10 +91,10 @@ class AlgoConfig:
     """maximum backtracking line-search steps"""
     ls_backtrack_ratio: float = 0.8
     """step shrink factor per line-search step"""
-    task_chunk: int = 4
+    task_chunk: int = 10
     """tasks per meta-gradient / Fisher-product graph (0: all at once); same math, faster"""
     fisher_subsample: float = 1.0
-    """fraction of each task's post-adaptation episodes used in the Fisher (1.0: exact)"""
+    """fraction of each task's episodes (inner and post-adaptation) in the Fisher (1.0: exact)"""
     inner_optimizer: str = "sgd"
     """reptile: optimiser of the inner updates (a fresh one per task and iteration): sgd | adam"""
     inner_loss: str = "reinforce"
