@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -391,7 +392,41 @@ def cmd_learning(args: argparse.Namespace) -> None:
     title = f"{args.family} {args.net} {args.tasks}x{args.episodes}, seeds {args.seeds}"
     print(f"\nlearning curves: {title} (return per iteration, mean over seeds)")
     print(table(table_rows, list(table_rows[0])))
-    write(args.out, f"learning_{args.family}_{args.net}", {"rows": table_rows, "curves": curves})
+    summary = late_summary(curves, window=min(10, args.iterations))
+    print("\npost-adaptation return averaged over the last iterations, per seed")
+    print(table(summary, list(summary[0])))
+    write(
+        args.out,
+        f"learning_{args.family}_{args.net}",
+        {"rows": table_rows, "late": summary, "curves": curves},
+    )
+
+
+def late_summary(
+    curves: dict[str, dict[int, list[tuple[float, float]]]], window: int
+) -> list[dict[str, Any]]:
+    """Per variant: the last ``window`` iterations' mean post return, over seeds, vs the first.
+
+    ``diff`` is the difference of the seed means from the first variant's, ``seed_std`` the
+    first variant's standard deviation over seeds: a diff well inside it is noise.
+    """
+    late = {
+        variant: [statistics.fmean(post for _, post in c[-window:]) for c in by_seed.values()]
+        for variant, by_seed in curves.items()
+    }
+    first = next(iter(late.values()))
+    spread = statistics.stdev(first) if len(first) > 1 else float("nan")
+    return [
+        {
+            "variant": variant,
+            "window": window,
+            "per_seed": " ".join(f"{v:.1f}" for v in values),
+            "mean": statistics.fmean(values),
+            "diff": statistics.fmean(values) - statistics.fmean(first),
+            "seed_std": spread,
+        }
+        for variant, values in late.items()
+    ]
 
 
 def _jsonable(args: argparse.Namespace) -> dict[str, Any]:
