@@ -94,7 +94,7 @@ class AlgoConfig:
     task_chunk: int = 10
     """tasks per meta-gradient / Fisher-product graph (0: all at once); same math, faster"""
     fisher_subsample: float = 1.0
-    """fraction of each task's episodes (inner and post-adaptation) in the Fisher (1.0: exact)"""
+    """Fisher products on every round(1/x)-th step, inner and post-adaptation (1.0: exact)"""
     inner_optimizer: str = "sgd"
     """reptile: optimiser of the inner updates (a fresh one per task and iteration): sgd | adam"""
     inner_loss: str = "reinforce"

@@ -46,7 +46,7 @@ class MAMLTRPOSettings:
     ls_backtrack_ratio: float = 0.8  # step shrink factor per line-search step
     fvp: str = "gauss_newton"  # "gauss_newton" (fast, exact at the old point) or "double_backward"
     task_chunk: int = 10  # tasks per meta-gradient / Fisher graph (0: all); same math, faster
-    # fraction of each task's episodes (inner and post-adaptation) in the Fisher (1: exact)
+    # Fisher on every round(1 / fisher_subsample)-th step, inner and post-adaptation (1: exact)
     fisher_subsample: float = 1.0
 
 
@@ -187,8 +187,8 @@ class MAMLTRPO:
         leaves = list(theta.values())
         obs = valid.observations[:-1]
         chunk = s.task_chunk or valid.num_tasks
-        keep = max(1, round(s.fisher_subsample * valid.episodes_per_task))
-        exact = keep == valid.episodes_per_task
+        stride = round(1 / s.fisher_subsample)
+        exact = stride == 1
         losses, grad, fvps, olds, old_dists, old_lps = [], 0.0, [], [], [], []
         for part, share, inner_c, valid_c in _task_chunks(inner, valid, chunk):
             adapted = self.adapted_params(theta, inner_c, create_graph=True)
@@ -209,7 +209,7 @@ class MAMLTRPO:
         loss = torch.stack(losses).sum()
         if not exact:
             old_adapted = {k: torch.cat([o[k] for o in olds]) for k in olds[0]}
-            fvps = self._subsampled_fisher(theta, inner, valid, old_adapted, keep)
+            fvps = self._subsampled_fisher(theta, inner, valid, old_adapted, stride)
 
         def fvp(v: Tensor) -> Tensor:
             out = fvps[0](v)
@@ -225,37 +225,39 @@ class MAMLTRPO:
         inner: list[InnerBatch],
         valid: Episodes,
         old_adapted: Params,
-        keep: int,
+        stride: int,
     ) -> list[Callable[[Tensor], Tensor]]:
-        """Per-chunk Fisher products on each task's first ``keep`` episodes.
+        """Per-chunk Fisher products on every ``stride``-th time step of every episode.
 
-        A chunk holds as many episodes as a gradient chunk, hence more tasks: fewer, larger ops.
+        A chunk holds as many steps as a gradient chunk, hence more tasks: fewer, larger ops.
         """
         leaves = list(theta.values())
-        chunk = self.settings.task_chunk * valid.episodes_per_task // keep or valid.num_tasks
+        chunk = self.settings.task_chunk * stride or valid.num_tasks
         fvps = []
         for part, share, inner_c, valid_c in _task_chunks(inner, valid, chunk):
             old_c = {k: v[part] for k, v in old_adapted.items()}
-            adapted = self._fisher_point(theta, inner_c, old_c, keep)
-            valid_c = _head_episodes(valid_c, keep)
+            adapted = self._fisher_point(theta, inner_c, old_c, stride)
+            valid_c = _every_kth_step(valid_c, stride)
             fvps.append(self._fisher_vector_product(adapted, old_c, valid_c, leaves, share))
         return fvps
 
     def _fisher_point(
-        self, theta: Params, inner: list[InnerBatch], old_adapted: Params, keep: int
+        self, theta: Params, inner: list[InnerBatch], old_adapted: Params, stride: int
     ) -> Params:
-        """The adapted parameters, differentiable through an adaptation on ``keep`` episodes.
+        """The adapted parameters, differentiable through an adaptation on a subsample.
 
         Most of a Fisher product's cost is differentiating through the inner step(s): the
-        Hessians of the inner losses, on all inner episodes. Subsampling only the
-        post-adaptation KL would leave that untouched, so the subsampled Fisher takes the
-        Jacobian of an adaptation on each task's first ``keep`` inner episodes (i.i.d., so an
-        unbiased subsample without drawing anything) while keeping the value, and so the point
-        where the KL is expanded, of the full adaptation: ``F ~ J_sub^T M(theta') J_sub``.
-        The gradient still uses every episode.
+        Hessians of the inner losses, on all inner steps. Subsampling only the post-adaptation
+        KL would leave that untouched, so the subsampled Fisher takes the Jacobian of an
+        adaptation on every ``stride``-th inner time step while keeping the value, and so the
+        point where the KL is expanded, of the full adaptation: ``F ~ J_sub^T M(theta') J_sub``.
+        Steps from every episode rather than a few whole episodes: the inner Hessian weighs
+        each episode by its advantages, and measured on Navigation2D (3 seeds) a fifth of the
+        episodes learned visibly slower than exact while a fifth of the steps did not. The
+        gradient still uses every step.
         """
         heads = [
-            InnerBatch(_head_episodes(b.episodes, keep), b.advantages[:, :, :keep]) for b in inner
+            InnerBatch(_every_kth_step(b.episodes, stride), b.advantages[::stride]) for b in inner
         ]
         local = self.adapted_params(theta, heads, create_graph=True)
         return {k: v - v.detach() + old_adapted[k] for k, v in local.items()}
@@ -306,9 +308,12 @@ def _cat_distributions(dists: list[Distribution], dim: int) -> Distribution:
     )
 
 
-def _head_episodes(episodes: Episodes, keep: int) -> Episodes:
-    """Each task's first ``keep`` episodes (views, no copies)."""
-    return Episodes(**{f.name: getattr(episodes, f.name)[:, :, :keep] for f in fields(episodes)})
+def _every_kth_step(episodes: Episodes, k: int) -> Episodes:
+    """Time steps ``0, k, 2k, ...`` of every episode; the final observation row is kept."""
+    steps = {f.name: getattr(episodes, f.name)[::k] for f in fields(episodes)}
+    obs = episodes.observations
+    steps["observations"] = torch.cat([obs[:-1][::k], obs[-1:]])
+    return Episodes(**steps)
 
 
 @dataclass(frozen=True)
