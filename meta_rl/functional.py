@@ -93,11 +93,28 @@ def task_distribution(
 
 
 def _shared_params(params: Params) -> Params | None:
-    """The one parameter set every task holds (values checked, not assumed), else None."""
+    """The one parameter set every task holds, else None.
+
+    An ``expand_to_tasks`` view (stride 0 over tasks) is shared by construction; anything else
+    is compared by value.
+    """
     first = {k: v[0] for k, v in params.items()}
-    if all(torch.equal(v, first[k].expand_as(v)) for k, v in params.items()):
+    if all(v.stride(0) == 0 or torch.equal(v, first[k].expand_as(v)) for k, v in params.items()):
         return first
     return None
+
+
+def _are_own_parameters(module: nn.Module, params: Params) -> bool:
+    """True when ``params`` are the module's own parameter tensors (same memory and layout)."""
+    own = dict(module.named_parameters())
+    return all(
+        name in own
+        and value.data_ptr() == own[name].data_ptr()
+        and value.shape == own[name].shape
+        and value.stride() == own[name].stride()
+        and value.dtype == own[name].dtype
+        for name, value in params.items()
+    )
 
 
 def _one_call_for_all_tasks(
@@ -111,9 +128,11 @@ def _one_call_for_all_tasks(
     """
     per_task = obs.movedim(task_dim, 0)
     num_tasks, rows = per_task.shape[:2]
-    dist = functional_call(
-        policy, params, (per_task.reshape(num_tasks * rows, *per_task.shape[2:]),)
-    )
+    inputs = per_task.reshape(num_tasks * rows, *per_task.shape[2:])
+    if _are_own_parameters(policy, params):  # the usual case: skip functional_call's swaps
+        dist = policy(inputs)
+    else:
+        dist = functional_call(policy, params, (inputs,))
     tensors, rebuild = flatten_distribution(dist)
     return rebuild([t.reshape(num_tasks, rows, *t.shape[1:]).movedim(0, task_dim) for t in tensors])
 

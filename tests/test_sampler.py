@@ -164,7 +164,8 @@ def test_shared_parameters_run_as_one_plain_call_with_the_same_distribution(poli
     distinct = {
         k: v + 0.1 * torch.randn(v.shape, generator=gen, dtype=v.dtype) for k, v in same.items()
     }
-    for params, one_call in ((same, True), (distinct, False)):
+    other = expand_to_tasks({k: v[1] for k, v in distinct.items()}, 3)  # shared, not the module's
+    for params, one_call in ((same, True), (other, True), (distinct, False)):
         seen.clear()
         with torch.no_grad():
             dist = task_distribution(policy, params, obs, task_dim=1)
