@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -10,6 +11,7 @@ import textwrap
 import pytest
 import torch
 
+from agents.policies import CategoricalMLPPolicy
 from meta_rl import perf
 from meta_rl.adaptation import InnerBatch
 from meta_rl.episodes import Episodes
@@ -181,3 +183,29 @@ def test_meta_rl_bench_forwards_to_the_benchmarks(capsys):
     assert main(["bench", "iteration", "--help"]) == 0
     assert "meta-iteration" not in capsys.readouterr().err
     assert main(["bench", "nonsense"]) == 2
+
+
+def test_chunked_step_with_a_categorical_policy_equals_one_batch_step():
+    """Chunks rebuild one old distribution for the line search: Categorical as well as Normal."""
+    gen = torch.Generator().manual_seed(4)
+    policy = CategoricalMLPPolicy(OBS, 4, hidden_sizes=(6,), activation="tanh", generator=gen)
+    policy = policy.double()
+
+    def discrete(episodes: Episodes) -> Episodes:
+        actions = torch.randint(0, 4, (T, N, E), generator=gen)
+        return dataclasses.replace(episodes, actions=actions)
+
+    advantages = [torch.randn(T, N, E, generator=gen, dtype=torch.float64) for _ in range(2)]
+    inner = [InnerBatch(discrete(_episodes(gen)), advantages[0])]
+    valid = discrete(_episodes(gen))
+    results = []
+    for chunk in (0, 2):
+        module = copy.deepcopy(policy)
+        settings = MAMLTRPOSettings(inner_lr=0.5, cg_damping=1.0, task_chunk=chunk)
+        stats = MAMLTRPO(module, settings).step(inner, valid, advantages[1])
+        results.append((stats, flat([p.detach() for p in module.parameters()])))
+    (whole, theta_whole), (chunked, theta_chunked) = results
+    assert whole.accepted and chunked.accepted
+    assert chunked.kl == pytest.approx(whole.kl, rel=1e-7)
+    assert 0 < chunked.kl <= 0.01
+    torch.testing.assert_close(theta_chunked, theta_whole, rtol=1e-7, atol=1e-10)
