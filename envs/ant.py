@@ -17,6 +17,7 @@ from gymnasium.utils import EzPickle
 
 from envs.base import TaskEnv
 from envs.distributions import DirectionTasks, GoalPositionTasks, GoalVelocityTasks
+from envs.mujoco_model import SharedModelMixin
 
 _ANT_DEFAULTS: dict[str, Any] = {
     "ctrl_cost_weight": 0.005,
@@ -25,7 +26,7 @@ _ANT_DEFAULTS: dict[str, Any] = {
 }
 
 
-class _AntTaskEnv(TaskEnv, AntEnv):
+class _AntTaskEnv(TaskEnv, SharedModelMixin, AntEnv):
     """v5 Ant with the MAML cost weights; subclasses define the task-dependent term."""
 
     def __init__(self, family_kwargs: dict[str, Any], **kwargs: Any) -> None:

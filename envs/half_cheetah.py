@@ -9,9 +9,10 @@ from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.utils import EzPickle
 
 from envs.distributions import DirectionTasks, GoalVelocityTasks
+from envs.mujoco_model import SharedModelMixin
 
 
-class HalfCheetahVelEnv(GoalVelocityTasks, HalfCheetahEnv):
+class HalfCheetahVelEnv(GoalVelocityTasks, SharedModelMixin, HalfCheetahEnv):
     r"""
     ## Description
     Gymnasium's `HalfCheetah-v5` whose reward asks the cheetah to run forward at a goal
@@ -77,7 +78,7 @@ class HalfCheetahVelEnv(GoalVelocityTasks, HalfCheetahEnv):
         return forward - ctrl_cost, terms
 
 
-class HalfCheetahDirEnv(DirectionTasks, HalfCheetahEnv):
+class HalfCheetahDirEnv(DirectionTasks, SharedModelMixin, HalfCheetahEnv):
     r"""
     ## Description
     Gymnasium's `HalfCheetah-v5` whose reward asks the cheetah to run forward or backward.

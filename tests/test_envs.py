@@ -384,3 +384,24 @@ def test_every_registered_family_is_a_task_env_with_the_paper_horizon():
         expected = horizons.get(name, 10 if name.startswith("Bandit") else 200)
         assert spec.max_episode_steps == expected
         assert isinstance(gym.make(env_id).unwrapped, TaskEnv)
+
+
+@pytest.mark.parametrize("env_id", ["MetaRL/HalfCheetahVel-v0", "MetaRL/AntGoal-v0"])
+def test_mujoco_sub_envs_share_one_model_and_keep_their_own_state(env_id):
+    import mujoco
+
+    first, second = gym.make(env_id), gym.make(env_id)
+    assert first.unwrapped.model is second.unwrapped.model
+    assert first.unwrapped.data is not second.unwrapped.data
+    # a private model gives the same trajectory: sharing changes memory, not dynamics
+    private = gym.make(env_id).unwrapped
+    private.model = mujoco.MjModel.from_xml_path(private.fullpath)
+    private.data = mujoco.MjData(private.model)
+    actions = np.random.default_rng(0).uniform(-1, 1, (20, *first.action_space.shape))
+    obs_shared, obs_private = first.reset(seed=3)[0], private.reset(seed=3)[0]
+    second.reset(seed=4)
+    for action in actions:
+        obs_shared = first.step(action)[0]
+        second.step(-action)  # interleaved steps of another env must not leak into this one
+        obs_private = private.step(action)[0]
+    np.testing.assert_array_equal(obs_shared, obs_private)

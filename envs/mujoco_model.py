@@ -1,0 +1,31 @@
+"""One compiled MuJoCo model per process, shared by every sub-env of a family.
+
+A meta-batch holds hundreds of live envs (one episode per sub-env, stepped in lockstep), and
+Gymnasium's ``MujocoEnv`` compiles its own ``MjModel`` for each: ~0.5 MB of HalfCheetah
+constants per env, all read on every ``mj_step``, which pushes each other out of the CPU
+caches. ``mj_step`` only reads the model, so sub-envs of one family can share it; each keeps its
+own ``MjData`` (the state). Measured with 400 HalfCheetahVel envs stepped round-robin: 21.2k ->
+23.8k steps/s. A family that changes its model per task must not use this mixin.
+"""
+
+from __future__ import annotations
+
+import mujoco
+
+_MODELS: dict[tuple[str, int, int], mujoco.MjModel] = {}
+
+
+class SharedModelMixin:
+    """Put before a Gymnasium ``MujocoEnv`` subclass in the bases to share its ``MjModel``."""
+
+    fullpath: str
+    width: int
+    height: int
+
+    def _initialize_simulation(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
+        # the offscreen framebuffer size lives in the model, so it is part of the key
+        key = (self.fullpath, self.width, self.height)
+        if key not in _MODELS:
+            _MODELS[key] = super()._initialize_simulation()[0]  # type: ignore[misc]
+        model = _MODELS[key]
+        return model, mujoco.MjData(model)
