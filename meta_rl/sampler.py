@@ -136,19 +136,17 @@ def rollout(
             if not active.any():
                 continue  # only reached with stop_when_done=False
             idx = np.flatnonzero(active)
-            next_obs = []
-            for i in idx:
-                obs_i, reward, term, trunc, _ = sub_envs[i].step(action_np[i])
-                next_obs.append(obs_i)
-                row = first_row + i
-                arrays["rewards"][t, row] = reward
-                arrays["terminated"][t, row], arrays["truncated"][t, row] = term, trunc
-            observations[t + 1, first_row + idx] = encode_observations(space, np.stack(next_obs))
-            arrays["mask"][t, first_row + idx] = 1.0
-            ended = (
-                arrays["terminated"][t, first_row + idx] | arrays["truncated"][t, first_row + idx]
+            # the per-env loop only steps; results are written once per step, vectorised
+            next_obs, rewards, terms, truncs, _ = zip(
+                *(sub_envs[i].step(action_np[i]) for i in idx), strict=True
             )
-            active[idx] = ~ended
+            rows_t = first_row + idx
+            observations[t + 1, rows_t] = encode_observations(space, np.stack(next_obs))
+            arrays["rewards"][t, rows_t] = rewards
+            arrays["terminated"][t, rows_t] = terms
+            arrays["truncated"][t, rows_t] = truncs
+            arrays["mask"][t, rows_t] = 1.0
+            active[idx] = ~(np.asarray(terms) | np.asarray(truncs))
             if not active.any():
                 end = t + 1
                 if stop_when_done:
