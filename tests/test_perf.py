@@ -209,3 +209,20 @@ def test_chunked_step_with_a_categorical_policy_equals_one_batch_step():
     assert chunked.kl == pytest.approx(whole.kl, rel=1e-7)
     assert 0 < chunked.kl <= 0.01
     torch.testing.assert_close(theta_chunked, theta_whole, rtol=1e-7, atol=1e-10)
+
+
+def test_learning_benchmark_late_summary_arithmetic():
+    from benchmarks.__main__ import late_summary
+
+    def curve(*posts: float) -> list[tuple[float, float]]:
+        return [(0.0, post) for post in posts]  # (pre, post) per iteration; pre is unused
+
+    curves = {
+        "exact": {1: curve(-50, -20, -10), 2: curve(-50, -30, -20)},
+        "fast": {1: curve(-50, -25, -15), 2: curve(-50, -25, -25)},
+    }
+    exact, fast = late_summary(curves, window=2)
+    assert exact["mean"] == pytest.approx(-20.0)  # seeds: -15 and -25
+    assert exact["seed_std"] == pytest.approx(50**0.5)
+    assert fast["mean"] == pytest.approx(-22.5) and fast["diff"] == pytest.approx(-2.5)
+    assert fast["per_seed"] == "-20.0 -25.0"
