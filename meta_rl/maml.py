@@ -19,7 +19,6 @@ from meta_rl.functional import (
     flatten_distribution,
     policy_params,
     task_distribution,
-    task_kl,
     task_log_probs,
 )
 from meta_rl.sampler import Sampler
@@ -192,19 +191,19 @@ class MAMLTRPO:
         losses, grad, fvps, olds, old_dists, old_lps = [], 0.0, [], [], [], []
         for part, share, inner_c, valid_c in _task_chunks(inner, valid, chunk):
             adapted = self.adapted_params(theta, inner_c, create_graph=True)
-            old_adapted = {k: v.detach() for k, v in adapted.items()}
-            with torch.no_grad():
-                old_dist = task_distribution(self.policy, old_adapted, obs[:, part], task_dim=1)
-                old_lp = old_dist.log_prob(valid_c.actions)
-            loss_c = share * self.surrogate(adapted, valid_c, advantages[:, part], old_lp)
+            # one policy evaluation serves the surrogate, the old policy and the Fisher
+            dist = task_distribution(self.policy, adapted, obs[:, part], task_dim=1)
+            log_probs = dist.log_prob(valid_c.actions)
+            old_lp = log_probs.detach()
+            loss_c = share * importance_weighted_loss(
+                log_probs, old_lp, advantages[:, part], valid_c.mask
+            )
             grad = grad + flat(torch.autograd.grad(loss_c, leaves, retain_graph=exact))
             losses.append(loss_c.detach())
             if exact:
-                fvps.append(
-                    self._fisher_vector_product(adapted, old_adapted, valid_c, leaves, share)
-                )
-            olds.append(old_adapted)
-            old_dists.append(old_dist)
+                fvps.append(self._fisher_vector_product(dist, valid_c.mask, leaves, share))
+            olds.append({k: v.detach() for k, v in adapted.items()})
+            old_dists.append(_detached(dist))
             old_lps.append(old_lp)
         loss = torch.stack(losses).sum()
         if not exact:
@@ -238,7 +237,8 @@ class MAMLTRPO:
             old_c = {k: v[part] for k, v in old_adapted.items()}
             adapted = self._fisher_point(theta, inner_c, old_c, stride)
             valid_c = _every_kth_step(valid_c, stride)
-            fvps.append(self._fisher_vector_product(adapted, old_c, valid_c, leaves, share))
+            dist = task_distribution(self.policy, adapted, valid_c.observations[:-1], task_dim=1)
+            fvps.append(self._fisher_vector_product(dist, valid_c.mask, leaves, share))
         return fvps
 
     def _fisher_point(
@@ -263,20 +263,17 @@ class MAMLTRPO:
         return {k: v - v.detach() + old_adapted[k] for k, v in local.items()}
 
     def _fisher_vector_product(
-        self,
-        adapted: Params,
-        old_adapted: Params,
-        valid: Episodes,
-        leaves: list[Tensor],
-        share: float = 1.0,
+        self, dist: Distribution, mask: Tensor, leaves: list[Tensor], share: float = 1.0
     ) -> Callable[[Tensor], Tensor]:
-        """``v -> (share * F + damping I) v``, F the Hessian of the mean KL over these tasks."""
+        """``v -> (share * F + damping I) v``, F the Hessian of the mean KL over these tasks.
+
+        ``dist`` is the adapted policies' distribution, differentiable w.r.t. ``leaves``,
+        evaluated at the old parameters (where the KL to its detached copy is expanded).
+        """
         s = self.settings
-        obs, mask = valid.observations[:-1], valid.mask
         if s.fvp == "double_backward":
-            kl = task_masked_mean(task_kl(self.policy, old_adapted, adapted, obs, 1), mask)
+            kl = task_masked_mean(kl_divergence(_detached(dist), dist), mask)
             return double_backward_fvp(share * kl, leaves, s.cg_damping)
-        dist = task_distribution(self.policy, adapted, obs, task_dim=1)
         dist_leaves, rebuild = flatten_distribution(dist)
         # task_masked_mean as per-step weights: the KL Hessian in distribution space
         weights = mask / mask.sum(dim=(0, 2), keepdim=True).clamp_min(1.0) / mask.shape[1]
@@ -297,6 +294,12 @@ def _task_chunks(
         part = slice(start, min(start + chunk, num_tasks))
         inner_c = [InnerBatch(_tasks(b.episodes, part), b.advantages[:, part]) for b in inner]
         yield part, (part.stop - part.start) / num_tasks, inner_c, _tasks(valid, part)
+
+
+def _detached(dist: Distribution) -> Distribution:
+    """The same distribution cut from the graph (the "old" policy of a KL)."""
+    leaves, rebuild = flatten_distribution(dist)
+    return rebuild([leaf.detach() for leaf in leaves])
 
 
 def _cat_distributions(dists: list[Distribution], dim: int) -> Distribution:

@@ -8,7 +8,13 @@ from torch.func import functional_call
 
 from meta_rl.adaptation import InnerBatch, adapt
 from meta_rl.episodes import Episodes
-from meta_rl.functional import expand_to_tasks, policy_params, task_kl, task_log_probs
+from meta_rl.functional import (
+    expand_to_tasks,
+    policy_params,
+    task_distribution,
+    task_kl,
+    task_log_probs,
+)
 from meta_rl.maml import MAMLTRPO, MAMLTRPOSettings, task_masked_mean
 from meta_rl.trpo import conjugate_gradient, double_backward_fvp, flat, unflat
 
@@ -112,11 +118,12 @@ def test_gauss_newton_fvp_equals_double_backward_and_finite_differences(problem)
     maml_gn = MAMLTRPO(policy, settings)
     adapted = maml_gn.adapted_params(theta, inner, create_graph=True)
     old = {k: v.detach() for k, v in adapted.items()}
-    gn = maml_gn._fisher_vector_product(adapted, old, valid, leaves)
+    dist = task_distribution(policy, adapted, valid.observations[:-1], task_dim=1)
+    gn = maml_gn._fisher_vector_product(dist, valid.mask, leaves)
     maml_db = MAMLTRPO(
         policy, MAMLTRPOSettings(inner_lr=0.5, cg_damping=0.0, fvp="double_backward")
     )
-    db = maml_db._fisher_vector_product(adapted, old, valid, leaves)
+    db = maml_db._fisher_vector_product(dist, valid.mask, leaves)
 
     def kl_of(th):
         new = maml_gn.adapted_params(th, inner, create_graph=True)
