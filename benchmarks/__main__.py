@@ -236,14 +236,22 @@ def _batch_config(args: argparse.Namespace, overrides: list[str]):
     return _config(args.family, args.net, args.tasks, args.episodes, args.horizon, overrides)
 
 
-def _timed(owner: Any, name: str, totals: dict[str, float], key: str) -> None:
+def _timed(
+    owner: Any, name: str, totals: dict[str, float], key: str, sync: Callable[[], None]
+) -> None:
+    """Wrap ``owner.name`` to add its wall time to ``totals[key]``.
+
+    ``sync`` waits for queued GPU work, so time lands in the phase that issued it.
+    """
     original: Callable[..., Any] = getattr(owner, name)
 
     def wrapper(*a: Any, **k: Any) -> Any:
+        sync()
         t = time.perf_counter()
         try:
             return original(*a, **k)
         finally:
+            sync()
             totals[key] = totals.get(key, 0.0) + time.perf_counter() - t
 
     setattr(owner, name, wrapper)
@@ -261,6 +269,8 @@ def run_iterations(spec: dict[str, Any]) -> dict[str, Any]:
     from meta_rl.trainer import build_meta_learner, build_policy, build_sampler
 
     torch.set_num_threads(spec["threads"] or perf.cpu_count())
+    device = torch.device(spec["device"])
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     config = _config(
         spec["family"],
         spec["net"],
@@ -270,14 +280,14 @@ def run_iterations(spec: dict[str, Any]) -> dict[str, Any]:
         spec["overrides"],
         spec["algo"],
     )
-    sampler = build_sampler(config, torch.device("cpu"))
-    policy = build_policy(config, sampler, config.train.seed)
+    sampler = build_sampler(config, device)
+    policy = build_policy(config, sampler, config.train.seed).to(device)
     learner = build_meta_learner(config, policy, sampler)
     totals: dict[str, float] = {}
-    _timed(sampler, "sample", totals, "sampling")
-    _timed(maml, "adapt", totals, "adaptation")
-    _timed(maml, "conjugate_gradient", totals, "cg")
-    _timed(maml, "backtracking_line_search", totals, "line_search")
+    _timed(sampler, "sample", totals, "sampling", sync)
+    _timed(maml, "adapt", totals, "adaptation", sync)
+    _timed(maml, "conjugate_gradient", totals, "cg", sync)
+    _timed(maml, "backtracking_line_search", totals, "line_search", sync)
     rows = []
     for i in range(spec["iterations"] + 1):
         totals.clear()
@@ -305,11 +315,18 @@ def run_iterations(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_iteration(args: argparse.Namespace) -> None:
+    if "cuda" in args.devices:
+        import torch
+
+        if not torch.cuda.is_available():
+            sys.exit("benchmarks iteration: --devices cuda, but torch sees no CUDA device")
     rows, details = [], {}
-    for variant in args.variants:
+    for variant, device in ((v, d) for d in args.devices for v in args.variants):
         overrides = variant_overrides(variant, args.family, args.overrides)
         malloc = VARIANTS[variant][1]
+        label = variant if args.devices == ["cpu"] else f"{variant}@{device}"
         spec = {
+            "device": device,
             "family": args.family,
             "net": args.net,
             "tasks": args.tasks,
@@ -329,14 +346,14 @@ def cmd_iteration(args: argparse.Namespace) -> None:
             check=False,
         )
         if out.returncode != 0:
-            print(f"{variant}: failed\n{out.stderr[-2000:]}")
+            print(f"{label}: failed\n{out.stderr[-2000:]}")
             continue
         result = json.loads(out.stdout.strip().splitlines()[-1])
-        details[variant] = {"spec": spec, **result}
+        details[label] = {"spec": spec, **result}
         base = rows[0]["total"] if rows else result["total"]
         rows.append(
             {
-                "variant": variant,
+                "variant": label,
                 "total": result["total"],
                 "vs_first": result["total"] / base,
                 "sampling": result["sampling"],
@@ -486,6 +503,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     i.add_argument("--iterations", type=int, default=3)
     i.add_argument("--threads", type=int, default=None, help="learner threads (default: cores)")
     i.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    i.add_argument(
+        "--devices",
+        nargs="+",
+        default=["cpu"],
+        choices=["cpu", "cuda"],
+        help="learner (and torch-native env) devices; every variant runs on each",
+    )
     add_override_argument(i)
     i.set_defaults(fn=cmd_iteration)
 

@@ -226,3 +226,11 @@ def test_learning_benchmark_late_summary_arithmetic():
     assert exact["seed_std"] == pytest.approx(50**0.5)
     assert fast["mean"] == pytest.approx(-22.5) and fast["diff"] == pytest.approx(-2.5)
     assert fast["per_seed"] == "-20.0 -25.0"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without GPU")
+def test_bench_iteration_on_cuda_without_a_gpu_is_a_one_line_error():
+    from benchmarks.__main__ import main
+
+    with pytest.raises(SystemExit, match="--devices cuda, but torch sees no CUDA device"):
+        main(["iteration", "--devices", "cuda"])
