@@ -95,13 +95,20 @@ def task_distribution(
 def _shared_params(params: Params) -> Params | None:
     """The one parameter set every task holds, else None.
 
-    An ``expand_to_tasks`` view (stride 0 over tasks) is shared by construction; anything else
-    is compared by value.
+    An ``expand_to_tasks`` view (stride 0 over tasks) is shared by construction. Other CPU
+    tensors are compared by value (a worker's shard arrives as a copy); on a GPU that
+    comparison would be a host round trip per call, so only views count there.
     """
     first = {k: v[0] for k, v in params.items()}
-    if all(v.stride(0) == 0 or torch.equal(v, first[k].expand_as(v)) for k, v in params.items()):
+    if all(_shared_by(v, first[k]) for k, v in params.items()):
         return first
     return None
+
+
+def _shared_by(stacked: Tensor, first: Tensor) -> bool:
+    if stacked.stride(0) == 0:
+        return True
+    return stacked.device.type == "cpu" and torch.equal(stacked, first.expand_as(stacked))
 
 
 def _are_own_parameters(module: nn.Module, params: Params) -> bool:
