@@ -75,7 +75,7 @@ def sample_action(dist: torch.distributions.Distribution) -> torch.Tensor:
     return dist.sample()
 
 
-@torch.no_grad()
+@torch.inference_mode()  # every tensor made here ends in a numpy array
 def rollout(
     sub_envs: Sequence[gym.Env],
     arrays: EpisodeArrays,

@@ -52,6 +52,8 @@ def test_navigation_torch_sampler_reproduces_vector_sampler(push):
     if push:
         assert b.terminated[2, 0].all() and b.mask[3:, 0].sum() == 0
         assert b.truncated[-1, 1].all() and not b.terminated[:, 1].any()
+    # stepped in inference mode, returned as ordinary tensors that losses can differentiate
+    assert not any(getattr(b, f.name).is_inference() for f in fields(b))
 
 
 def test_bandit_step_matches_gym_with_the_same_random_numbers():
