@@ -180,7 +180,7 @@ class MAMLTRPO:
         and its Fisher products, and a few tasks' temporaries stay in cache. Sums over chunks
         are the full-batch quantities, since the surrogate and the KL are means over tasks.
         With ``fisher_subsample < 1`` the Fisher gets graphs of its own (``_fisher_point``),
-        over chunks of as many episodes as a gradient chunk, hence more tasks (fewer ops).
+        over chunks of as many time steps as a gradient chunk, hence more tasks (fewer ops).
         """
         s = self.settings
         leaves = list(theta.values())
