@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, kl_divergence
 
+from agents.pg import masked_task_mean
 from meta_rl.adaptation import AdvantageEstimator, InnerBatch, adapt, adapt_steps, detached
 from meta_rl.base import MetaLearner
 from meta_rl.episodes import Episodes
@@ -58,8 +59,7 @@ def importance_weighted_loss(
 
 def task_masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     """Mean over valid steps of each task, then over tasks (every task weighs the same)."""
-    per_task = (values * mask).sum(dim=(0, 2)) / mask.sum(dim=(0, 2)).clamp_min(1.0)
-    return per_task.mean()
+    return masked_task_mean(values, mask).mean()
 
 
 @dataclass(frozen=True)
