@@ -343,50 +343,52 @@ def _check_value(tp: Any, value: Any, path: str, shown: str | None = None) -> No
 # validation
 
 
+def _check(ok: bool, key: str, what: str, value: Any) -> None:
+    """One validation rule: a one-line ``ConfigError`` naming the key when ``ok`` is false."""
+    if not ok:
+        raise ConfigError(f"{key}: {what}, got {value!r}")
+
+
 def validate_config(cfg: Config) -> None:
     """Reject impossible values and unknown names; never builds an environment."""
     env, pol, algo, tr = cfg.env, cfg.policy, cfg.algo, cfg.train
 
-    def check(ok: bool, key: str, what: str, value: Any) -> None:
-        if not ok:
-            raise ConfigError(f"{key}: {what}, got {value!r}")
-
-    check(
+    _check(
         env.max_episode_steps is None or env.max_episode_steps >= 1,
         "env.max_episode_steps",
         "must be >= 1 or null",
         env.max_episode_steps,
     )
-    check(len(pol.hidden_sizes) >= 1, "policy.hidden_sizes", "must not be empty", pol.hidden_sizes)
+    _check(len(pol.hidden_sizes) >= 1, "policy.hidden_sizes", "must not be empty", pol.hidden_sizes)
     for i, width in enumerate(pol.hidden_sizes):
-        check(width >= 1, f"policy.hidden_sizes[{i}]", "must be >= 1", width)
-    check(pol.activation in ACTIVATIONS, "policy.activation", _one_of(ACTIVATIONS), pol.activation)
-    check(pol.init_std > 0, "policy.init_std", "must be > 0", pol.init_std)
-    check(pol.kind in POLICY_KINDS, "policy.kind", _one_of(POLICY_KINDS), pol.kind)
-    check(
+        _check(width >= 1, f"policy.hidden_sizes[{i}]", "must be >= 1", width)
+    _check(pol.activation in ACTIVATIONS, "policy.activation", _one_of(ACTIVATIONS), pol.activation)
+    _check(pol.init_std > 0, "policy.init_std", "must be > 0", pol.init_std)
+    _check(pol.kind in POLICY_KINDS, "policy.kind", _one_of(POLICY_KINDS), pol.kind)
+    _check(
         pol.kind != "gru" or tr.sampler == "vector",
         "policy.kind",
         "gru needs train.sampler vector (the sampler that carries a recurrent state)",
         pol.kind,
     )
 
-    check(algo.name in ALGORITHMS, "algo.name", _one_of(ALGORITHMS), algo.name)
-    check(algo.inner_lr > 0, "algo.inner_lr", "must be > 0", algo.inner_lr)
-    check(algo.num_inner_steps >= 0, "algo.num_inner_steps", "must be >= 0", algo.num_inner_steps)
-    check(0 < algo.gamma <= 1, "algo.gamma", "must be in (0, 1]", algo.gamma)
-    check(0 <= algo.gae_lambda <= 1, "algo.gae_lambda", "must be in [0, 1]", algo.gae_lambda)
-    check(algo.max_kl > 0, "algo.max_kl", "must be > 0", algo.max_kl)
-    check(algo.cg_iters >= 1, "algo.cg_iters", "must be >= 1", algo.cg_iters)
-    check(algo.cg_damping >= 0, "algo.cg_damping", "must be >= 0", algo.cg_damping)
-    check(algo.ls_max_steps >= 1, "algo.ls_max_steps", "must be >= 1", algo.ls_max_steps)
-    check(
+    _check(algo.name in ALGORITHMS, "algo.name", _one_of(ALGORITHMS), algo.name)
+    _check(algo.inner_lr > 0, "algo.inner_lr", "must be > 0", algo.inner_lr)
+    _check(algo.num_inner_steps >= 0, "algo.num_inner_steps", "must be >= 0", algo.num_inner_steps)
+    _check(0 < algo.gamma <= 1, "algo.gamma", "must be in (0, 1]", algo.gamma)
+    _check(0 <= algo.gae_lambda <= 1, "algo.gae_lambda", "must be in [0, 1]", algo.gae_lambda)
+    _check(algo.max_kl > 0, "algo.max_kl", "must be > 0", algo.max_kl)
+    _check(algo.cg_iters >= 1, "algo.cg_iters", "must be >= 1", algo.cg_iters)
+    _check(algo.cg_damping >= 0, "algo.cg_damping", "must be >= 0", algo.cg_damping)
+    _check(algo.ls_max_steps >= 1, "algo.ls_max_steps", "must be >= 1", algo.ls_max_steps)
+    _check(
         0 < algo.ls_backtrack_ratio < 1,
         "algo.ls_backtrack_ratio",
         "must be in (0, 1)",
         algo.ls_backtrack_ratio,
     )
-    check(algo.task_chunk >= 0, "algo.task_chunk", "must be >= 0", algo.task_chunk)
-    check(
+    _check(algo.task_chunk >= 0, "algo.task_chunk", "must be >= 0", algo.task_chunk)
+    _check(
         0 < algo.fisher_subsample <= 1,
         "algo.fisher_subsample",
         "must be in (0, 1]",
@@ -394,27 +396,27 @@ def validate_config(cfg: Config) -> None:
     )
     _check_reptile(algo, pol)
 
-    check(tr.meta_batch_size >= 1, "train.meta_batch_size", "must be >= 1", tr.meta_batch_size)
-    check(
+    _check(tr.meta_batch_size >= 1, "train.meta_batch_size", "must be >= 1", tr.meta_batch_size)
+    _check(
         tr.episodes_per_task >= 1, "train.episodes_per_task", "must be >= 1", tr.episodes_per_task
     )
-    check(tr.iterations >= 0, "train.iterations", "must be >= 0", tr.iterations)
-    check(tr.seed >= 0, "train.seed", "must be >= 0", tr.seed)
-    check(
+    _check(tr.iterations >= 0, "train.iterations", "must be >= 0", tr.iterations)
+    _check(tr.seed >= 0, "train.seed", "must be >= 0", tr.seed)
+    _check(
         tr.device in DEVICES or re.fullmatch(r"cuda:\d+", tr.device) is not None,
         "train.device",
         _one_of((*DEVICES, "cuda:N")),
         tr.device,
     )
-    check(tr.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0", tr.checkpoint_every)
-    check(
+    _check(tr.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0", tr.checkpoint_every)
+    _check(
         tr.num_threads is None or tr.num_threads >= 1,
         "train.num_threads",
         "must be >= 1 or null",
         tr.num_threads,
     )
-    check(tr.sampler in SAMPLERS, "train.sampler", _one_of(SAMPLERS), tr.sampler)
-    check(
+    _check(tr.sampler in SAMPLERS, "train.sampler", _one_of(SAMPLERS), tr.sampler)
+    _check(
         tr.num_workers is None or tr.num_workers >= 1,
         "train.num_workers",
         "must be >= 1 or null",
@@ -425,50 +427,46 @@ def validate_config(cfg: Config) -> None:
 
 
 def _check_reptile(algo: AlgoConfig, pol: PolicyConfig) -> None:
-    def check(ok: bool, key: str, what: str, value: Any) -> None:
-        if not ok:
-            raise ConfigError(f"{key}: {what}, got {value!r}")
-
     opts = (INNER_OPTIMIZERS, INNER_LOSSES, OUTER_OPTIMIZERS)
-    check(
+    _check(
         algo.inner_optimizer in opts[0],
         "algo.inner_optimizer",
         _one_of(opts[0]),
         algo.inner_optimizer,
     )
-    check(algo.inner_loss in opts[1], "algo.inner_loss", _one_of(opts[1]), algo.inner_loss)
-    check(algo.ppo_epochs >= 1, "algo.ppo_epochs", "must be >= 1", algo.ppo_epochs)
-    check(algo.ppo_clip > 0, "algo.ppo_clip", "must be > 0", algo.ppo_clip)
-    check(algo.outer_lr > 0, "algo.outer_lr", "must be > 0", algo.outer_lr)
-    check(algo.outer_lr_final >= 0, "algo.outer_lr_final", "must be >= 0", algo.outer_lr_final)
-    check(
+    _check(algo.inner_loss in opts[1], "algo.inner_loss", _one_of(opts[1]), algo.inner_loss)
+    _check(algo.ppo_epochs >= 1, "algo.ppo_epochs", "must be >= 1", algo.ppo_epochs)
+    _check(algo.ppo_clip > 0, "algo.ppo_clip", "must be > 0", algo.ppo_clip)
+    _check(algo.outer_lr > 0, "algo.outer_lr", "must be > 0", algo.outer_lr)
+    _check(algo.outer_lr_final >= 0, "algo.outer_lr_final", "must be >= 0", algo.outer_lr_final)
+    _check(
         algo.outer_anneal_iterations is None or algo.outer_anneal_iterations >= 1,
         "algo.outer_anneal_iterations",
         "must be >= 1 or null",
         algo.outer_anneal_iterations,
     )
-    check(
+    _check(
         algo.outer_optimizer in opts[2],
         "algo.outer_optimizer",
         _one_of(opts[2]),
         algo.outer_optimizer,
     )
-    check(
+    _check(
         algo.sb3_algo is None or algo.sb3_algo in SB3_ALGOS,
         "algo.sb3_algo",
         _one_of((*SB3_ALGOS, "null")),
         algo.sb3_algo,
     )
-    check(algo.sb3_steps >= 0, "algo.sb3_steps", "must be >= 0", algo.sb3_steps)
+    _check(algo.sb3_steps >= 0, "algo.sb3_steps", "must be >= 0", algo.sb3_steps)
     if algo.name != "reptile":
         return
-    check(
+    _check(
         algo.num_inner_steps >= 1,
         "algo.num_inner_steps",
         "reptile needs >= 1",
         algo.num_inner_steps,
     )
-    check(
+    _check(
         algo.sb3_algo is None or pol.kind == "sb3",
         "policy.kind",
         "must be sb3 when algo.sb3_algo is set",
