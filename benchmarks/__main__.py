@@ -266,7 +266,7 @@ def run_iterations(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     import meta_rl.maml as maml
-    from meta_rl.trainer import build_meta_learner, build_policy, build_sampler
+    from meta_rl.trainer import MetaTrainer
 
     torch.set_num_threads(spec["threads"] or perf.cpu_count())
     device = torch.device(spec["device"])
@@ -280,9 +280,8 @@ def run_iterations(spec: dict[str, Any]) -> dict[str, Any]:
         spec["overrides"],
         spec["algo"],
     )
-    sampler = build_sampler(config, device)
-    policy = build_policy(config, sampler, config.train.seed).to(device)
-    learner = build_meta_learner(config, policy, sampler)
+    trainer = MetaTrainer(config, device)
+    sampler, learner = trainer.sampler, trainer.meta_learner
     totals: dict[str, float] = {}
     _timed(sampler, "sample", totals, "sampling", sync)
     _timed(maml, "adapt", totals, "adaptation", sync)
