@@ -74,14 +74,22 @@ def mlp(in_dim: int, out_dim: int, hidden_sizes: Sequence[int], activation: str)
     return nn.Sequential(*layers)
 
 
-def _generator_device(generator: torch.Generator | None) -> torch.device:
+def generator_device(generator: torch.Generator | None) -> torch.device:
+    """Where draws from ``generator`` are made (the global CPU RNG when it is None)."""
     return torch.device("cpu") if generator is None else generator.device
+
+
+def diagonal_gaussian(mean: Tensor, log_std: Tensor) -> Distribution:
+    """``Independent(Normal(mean, exp(log_std)), 1)``, unvalidated (vmap-safe), as every
+    Gaussian policy here builds its action distribution."""
+    normal = Normal(mean, log_std.exp().expand_as(mean), validate_args=False)
+    return Independent(normal, 1, validate_args=False)
 
 
 @torch.no_grad()
 def init_mlp_(net: nn.Sequential, generator: torch.Generator | None = None) -> None:
     """Xavier-uniform weights and zero biases, drawn from ``generator`` (global RNG if None)."""
-    device = _generator_device(generator)
+    device = generator_device(generator)
     for layer in net:
         if isinstance(layer, nn.Linear):
             fan_out, fan_in = layer.weight.shape
@@ -126,9 +134,7 @@ class GaussianMLPPolicy(nn.Module):
         self.log_std.fill_(math.log(self.init_std))
 
     def forward(self, obs: Tensor) -> Distribution:
-        mean = self.mean_net(obs)
-        std = self.log_std.clamp(min=self.min_log_std).exp().expand_as(mean)
-        return Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)
+        return diagonal_gaussian(self.mean_net(obs), self.log_std.clamp(min=self.min_log_std))
 
 
 class CategoricalMLPPolicy(nn.Module):

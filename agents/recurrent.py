@@ -24,9 +24,9 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Categorical, Distribution, Independent, Normal
+from torch.distributions import Categorical, Distribution
 
-from agents.policies import init_mlp_, mlp
+from agents.policies import diagonal_gaussian, generator_device, init_mlp_, mlp
 
 
 def is_recurrent(policy: nn.Module) -> bool:
@@ -70,7 +70,7 @@ class GRUPolicy(nn.Module):
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """GRU weights U(-1/sqrt(H), 1/sqrt(H)) as ``nn.GRU``; the head as the MLP policies."""
         bound = 1.0 / math.sqrt(self.hidden_size)
-        device = torch.device("cpu") if generator is None else generator.device
+        device = generator_device(generator)
         for layer in (self.input_gates, self.hidden_gates):
             for p in (layer.weight, layer.bias):
                 draw = torch.empty(p.shape, dtype=p.dtype, device=device)
@@ -97,6 +97,4 @@ class GRUPolicy(nn.Module):
         out = self.head(torch.stack(outputs))
         if self.log_std is None:
             return Categorical(logits=out, validate_args=False), state
-        std = self.log_std.exp().expand_as(out)
-        normal = Normal(out, std, validate_args=False)
-        return Independent(normal, 1, validate_args=False), state
+        return diagonal_gaussian(out, self.log_std), state

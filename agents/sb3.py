@@ -31,9 +31,9 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import Tensor, nn
-from torch.distributions import Categorical, Distribution, Independent, Normal
+from torch.distributions import Categorical, Distribution
 
-from agents.policies import ACTIVATIONS
+from agents.policies import ACTIVATIONS, diagonal_gaussian
 
 ALGORITHMS: dict[str, type[OnPolicyAlgorithm]] = {"ppo": PPO, "a2c": A2C}
 
@@ -117,8 +117,7 @@ class SB3Actor(nn.Module):
         out = self.action_net(latent)
         if self.log_std is None:
             return Categorical(logits=out, validate_args=False)
-        normal = Normal(out, self.log_std.exp().expand_as(out), validate_args=False)
-        return Independent(normal, 1, validate_args=False)
+        return diagonal_gaussian(out, self.log_std)
 
 
 @contextlib.contextmanager
