@@ -26,7 +26,12 @@ import torch
 
 from meta_rl.checkpoint import load_checkpoint
 from meta_rl.config import Config, load_config
-from meta_rl.evaluation import held_out_generators, held_out_tasks, learner_curve
+from meta_rl.evaluation import (
+    held_out_generators,
+    held_out_tasks,
+    learner_curve,
+    make_eval_sampler,
+)
 from meta_rl.sampler import VectorSampler
 from meta_rl.trainer import build_policy, train
 
@@ -57,14 +62,7 @@ def evaluate(
     config: Config, checkpoint: Path, tasks: list[dict[str, Any]], episodes: int, seed: int
 ) -> np.ndarray:
     """Mean return per task ``[num_tasks, k + 1]`` after 0..k inner steps of the method."""
-    sampler = VectorSampler(
-        config.env.id,
-        len(tasks),
-        episodes,
-        seed=0,
-        env_kwargs=config.env.kwargs,
-        max_episode_steps=config.env.max_episode_steps,
-    )
+    sampler = make_eval_sampler(config, len(tasks), episodes)
     try:
         policy = build_policy(config, sampler, config.train.seed)
         if checkpoint != Path():
