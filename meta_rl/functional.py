@@ -78,7 +78,7 @@ def task_distribution(
     batch shape of ``obs`` without its last (feature) dimension.
     """
     if obs.dim() >= 3 and not torch.is_grad_enabled() and not is_recurrent(policy):
-        shared = _shared_params(params)
+        shared = shared_params(params)
         if shared is not None:
             return _one_call_for_all_tasks(policy, shared, obs, task_dim)
     rebuild: list[Callable[[list[Tensor]], Distribution]] = []
@@ -92,7 +92,7 @@ def task_distribution(
     return rebuild[0](list(tensors))
 
 
-def _shared_params(params: Params) -> Params | None:
+def shared_params(params: Params) -> Params | None:
     """The one parameter set every task holds, else None.
 
     An ``expand_to_tasks`` view (stride 0 over tasks) is shared by construction. Other CPU
