@@ -202,7 +202,8 @@ class MAMLTRPO:
             losses.append(loss_c.detach())
             if exact:
                 fvps.append(self._fisher_vector_product(dist, valid_c.mask, leaves, share))
-            olds.append({k: v.detach() for k, v in adapted.items()})
+            if not exact:  # the subsampled Fisher expands around these
+                olds.append({k: v.detach() for k, v in adapted.items()})
             old_dists.append(_detached(dist))
             old_lps.append(old_lp)
         loss = torch.stack(losses).sum()
