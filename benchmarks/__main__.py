@@ -1,4 +1,4 @@
-"""``python -m benchmarks {ceiling,sampler,iteration}``: tables on stdout, JSON on disk.
+"""``python -m benchmarks {ceiling,sampler,iteration,learning}``: tables on stdout, JSON on disk.
 
 Every table compares against a baseline measured in the same run (a ratio), because absolute
 seconds on a shared 2-core box move with the neighbours' load; the load average is recorded
