@@ -95,6 +95,9 @@ class AlgoConfig:
     """tasks per meta-gradient / Fisher-product graph (0: all at once); same math, faster"""
     fisher_subsample: float = 1.0
     """Fisher products on every round(1/x)-th step, inner and post-adaptation (1.0: exact)"""
+    analytic: bool = True
+    """closed-form meta-gradient and Fisher derivatives when the policy is a plain Gaussian MLP
+    (same numbers as autograd, faster); false: autograd for every policy"""
     inner_optimizer: str = "sgd"
     """reptile: optimiser of the inner updates (a fresh one per task and iteration): sgd | adam"""
     inner_loss: str = "reinforce"

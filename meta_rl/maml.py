@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, kl_divergence
 
 from agents.pg import masked_task_mean
+from meta_rl import analytic
 from meta_rl.adaptation import AdvantageEstimator, InnerBatch, adapt, adapt_steps, detached
 from meta_rl.base import MetaLearner
 from meta_rl.episodes import Episodes
@@ -24,6 +25,8 @@ from meta_rl.functional import (
 )
 from meta_rl.sampler import Sampler
 from meta_rl.trpo import (
+    AutogradJacobian,
+    Jacobian,
     backtracking_line_search,
     conjugate_gradient,
     double_backward_fvp,
@@ -48,6 +51,8 @@ class MAMLTRPOSettings:
     task_chunk: int = 10  # tasks per meta-gradient / Fisher graph (0: all); same math, faster
     # Fisher on every round(1 / fisher_subsample)-th step, inner and post-adaptation (1: exact)
     fisher_subsample: float = 1.0
+    # closed-form derivatives (meta_rl.analytic) when the policy is a plain GaussianMLPPolicy
+    analytic: bool = True
 
 
 def importance_weighted_loss(
@@ -92,11 +97,17 @@ class MAMLTRPO:
         self.policy = policy
         self.settings = settings
 
-    def adapted_params(self, theta: Params, inner: list[InnerBatch], create_graph: bool) -> Params:
-        num_tasks = inner[0].episodes.num_tasks
+    def adapted_params(
+        self,
+        theta: Params,
+        inner: list[InnerBatch],
+        create_graph: bool,
+        num_tasks: int | None = None,
+    ) -> Params:
+        """Per-task adapted parameters; ``num_tasks`` is needed only without inner steps."""
         return adapt_steps(
             self.policy,
-            expand_to_tasks(theta, num_tasks),
+            expand_to_tasks(theta, num_tasks or inner[0].episodes.num_tasks),
             inner,
             self.settings.inner_lr,
             first_order=self.settings.first_order,
@@ -121,7 +132,7 @@ class MAMLTRPO:
         old_log_probs: Tensor,
     ) -> Tensor:
         """Surrogate as a differentiable function of the initial parameters ``theta``."""
-        adapted = self.adapted_params(theta, inner, create_graph=True)
+        adapted = self.adapted_params(theta, inner, create_graph=True, num_tasks=valid.num_tasks)
         return self.surrogate(adapted, valid, advantages, old_log_probs)
 
     def step(self, inner: list[InnerBatch], valid: Episodes, advantages: Tensor) -> MetaUpdateStats:
@@ -138,12 +149,9 @@ class MAMLTRPO:
 
         def evaluate(candidate: Tensor) -> tuple[float, float]:
             """Surrogate and KL of a candidate: one policy evaluation on the valid episodes."""
-            values = (p.detach().requires_grad_(True) for p in unflat(candidate, leaves))
-            params = dict(zip(names, values, strict=True))
-            new_adapted = self.adapted_params(params, inner, create_graph=False)
+            params = dict(zip(names, unflat(candidate, leaves), strict=True))
+            dist = self._adapted_distribution(params, inner, obs)
             with torch.no_grad():
-                new_adapted = {k: v.detach() for k, v in new_adapted.items()}
-                dist = task_distribution(self.policy, new_adapted, obs, task_dim=1)
                 log_probs = dist.log_prob(valid.actions)
                 new_loss = importance_weighted_loss(
                     log_probs, old_log_probs, advantages, valid.mask
@@ -183,28 +191,27 @@ class MAMLTRPO:
         over chunks of as many time steps as a gradient chunk, hence more tasks (fewer ops).
         """
         s = self.settings
-        leaves = list(theta.values())
         obs = valid.observations[:-1]
         chunk = s.task_chunk or valid.num_tasks
         stride = round(1 / s.fisher_subsample)
         exact = stride == 1
         losses, grad, fvps, olds, old_dists, old_lps = [], 0.0, [], [], [], []
         for part, share, inner_c, valid_c in _task_chunks(inner, valid, chunk):
-            adapted = self.adapted_params(theta, inner_c, create_graph=True)
+            adapted = self._adapted(theta, inner_c, obs[:, part])
             # one policy evaluation serves the surrogate, the old policy and the Fisher
-            dist = task_distribution(self.policy, adapted, obs[:, part], task_dim=1)
-            log_probs = dist.log_prob(valid_c.actions)
+            leaves = [leaf.detach().requires_grad_(True) for leaf in adapted.leaves]
+            log_probs = adapted.rebuild(leaves).log_prob(valid_c.actions)
             old_lp = log_probs.detach()
             loss_c = share * importance_weighted_loss(
                 log_probs, old_lp, advantages[:, part], valid_c.mask
             )
-            grad = grad + flat(torch.autograd.grad(loss_c, leaves, retain_graph=exact))
+            grad = grad + adapted.jacobian.vjp(torch.autograd.grad(loss_c, leaves))
             losses.append(loss_c.detach())
             if exact:
-                fvps.append(self._fisher_vector_product(dist, valid_c.mask, leaves, share))
-            if not exact:  # the subsampled Fisher expands around these
-                olds.append({k: v.detach() for k, v in adapted.items()})
-            old_dists.append(_detached(dist))
+                fvps.append(self._fisher_vector_product(adapted, valid_c.mask, share))
+            else:  # the subsampled Fisher expands around these
+                olds.append(adapted.params)
+            old_dists.append(adapted.rebuild([leaf.detach() for leaf in adapted.leaves]))
             old_lps.append(old_lp)
         loss = torch.stack(losses).sum()
         if not exact:
@@ -229,24 +236,6 @@ class MAMLTRPO:
     ) -> list[Callable[[Tensor], Tensor]]:
         """Per-chunk Fisher products on every ``stride``-th time step of every episode.
 
-        A chunk holds as many steps as a gradient chunk, hence more tasks: fewer, larger ops.
-        """
-        leaves = list(theta.values())
-        chunk = self.settings.task_chunk * stride or valid.num_tasks
-        fvps = []
-        for part, share, inner_c, valid_c in _task_chunks(inner, valid, chunk):
-            old_c = {k: v[part] for k, v in old_adapted.items()}
-            adapted = self._fisher_point(theta, inner_c, old_c, stride)
-            valid_c = _every_kth_step(valid_c, stride)
-            dist = task_distribution(self.policy, adapted, valid_c.observations[:-1], task_dim=1)
-            fvps.append(self._fisher_vector_product(dist, valid_c.mask, leaves, share))
-        return fvps
-
-    def _fisher_point(
-        self, theta: Params, inner: list[InnerBatch], old_adapted: Params, stride: int
-    ) -> Params:
-        """The adapted parameters, differentiable through an adaptation on a subsample.
-
         Most of a Fisher product's cost is differentiating through the inner step(s): the
         Hessians of the inner losses, on all inner steps. Subsampling only the post-adaptation
         KL would leave that untouched, so the subsampled Fisher takes the Jacobian of an
@@ -255,30 +244,92 @@ class MAMLTRPO:
         Steps from every episode rather than a few whole episodes: the inner Hessian weighs
         each episode by its advantages, and measured on Navigation2D (3 seeds) a fifth of the
         episodes learned visibly slower than exact while a fifth of the steps did not. The
-        gradient still uses every step.
+        gradient still uses every step. A chunk holds as many steps as a gradient chunk, hence
+        more tasks: fewer, larger ops.
         """
-        heads = [
-            InnerBatch(_every_kth_step(b.episodes, stride), b.advantages[::stride]) for b in inner
-        ]
-        local = self.adapted_params(theta, heads, create_graph=True)
-        return {k: v - v.detach() + old_adapted[k] for k, v in local.items()}
+        chunk = self.settings.task_chunk * stride or valid.num_tasks
+        fvps = []
+        for part, share, inner_c, valid_c in _task_chunks(inner, valid, chunk):
+            heads = [
+                InnerBatch(_every_kth_step(b.episodes, stride), b.advantages[::stride])
+                for b in inner_c
+            ]
+            valid_c = _every_kth_step(valid_c, stride)
+            old_c = {k: v[part] for k, v in old_adapted.items()}
+            adapted = self._adapted(theta, heads, valid_c.observations[:-1], final=old_c)
+            fvps.append(self._fisher_vector_product(adapted, valid_c.mask, share))
+        return fvps
 
-    def _fisher_vector_product(
-        self, dist: Distribution, mask: Tensor, leaves: list[Tensor], share: float = 1.0
-    ) -> Callable[[Tensor], Tensor]:
-        """``v -> (share * F + damping I) v``, F the Hessian of the mean KL over these tasks.
+    def _uses_analytic(self) -> bool:
+        s = self.settings
+        return s.analytic and s.fvp == "gauss_newton" and analytic.supports(self.policy)
 
-        ``dist`` is the adapted policies' distribution, differentiable w.r.t. ``leaves``,
-        evaluated at the old parameters (where the KL to its detached copy is expanded).
+    def _adapted(
+        self, theta: Params, inner: list[InnerBatch], obs: Tensor, final: Params | None = None
+    ) -> _Adapted:
+        """The adapted policies on ``obs`` with their Jacobian w.r.t. ``theta``.
+
+        ``final`` replaces the adapted parameters' values but not their Jacobian.
         """
         s = self.settings
+        if self._uses_analytic():
+            closed_form = analytic.AdaptedGaussianMLP(
+                self.policy, theta, inner, obs, s.inner_lr, s.first_order, final
+            )
+            leaves, rebuild = flatten_distribution(closed_form.distribution())
+            return _Adapted(closed_form, leaves, rebuild, closed_form.adapted)
+        params = self.adapted_params(theta, inner, create_graph=True, num_tasks=obs.shape[1])
+        if final is not None:
+            params = {k: v - v.detach() + final[k] for k, v in params.items()}
+        leaves, rebuild = flatten_distribution(
+            task_distribution(self.policy, params, obs, task_dim=1)
+        )
+        jacobian = AutogradJacobian(leaves, list(theta.values()))
+        return _Adapted(jacobian, leaves, rebuild, {k: v.detach() for k, v in params.items()})
+
+    def _adapted_distribution(
+        self, theta: Params, inner: list[InnerBatch], obs: Tensor
+    ) -> Distribution:
+        """The adapted policies on ``obs``, without any graph (a line-search candidate)."""
+        s = self.settings
+        if self._uses_analytic():
+            return analytic.AdaptedGaussianMLP(
+                self.policy, theta, inner, obs, s.inner_lr, s.first_order
+            ).distribution()
+        leaves = {k: v.detach().requires_grad_(True) for k, v in theta.items()}
+        adapted = self.adapted_params(leaves, inner, create_graph=False, num_tasks=obs.shape[1])
+        with torch.no_grad():
+            adapted = {k: v.detach() for k, v in adapted.items()}
+            return task_distribution(self.policy, adapted, obs, task_dim=1)
+
+    def _fisher_vector_product(
+        self, adapted: _Adapted, mask: Tensor, share: float = 1.0
+    ) -> Callable[[Tensor], Tensor]:
+        """``v -> (share * F + damping I) v``, F the Hessian of the mean KL over these tasks,
+        expanded at ``adapted`` (the old parameters)."""
+        s = self.settings
         if s.fvp == "double_backward":
+            jacobian = adapted.jacobian
+            assert isinstance(jacobian, AutogradJacobian)  # _uses_analytic excludes this
+            dist = adapted.rebuild(jacobian.outputs)
             kl = task_masked_mean(kl_divergence(_detached(dist), dist), mask)
-            return double_backward_fvp(share * kl, leaves, s.cg_damping)
-        dist_leaves, rebuild = flatten_distribution(dist)
+            return double_backward_fvp(share * kl, jacobian.params, s.cg_damping)
         # task_masked_mean as per-step weights: the KL Hessian in distribution space
         weights = mask / mask.sum(dim=(0, 2), keepdim=True).clamp_min(1.0) / mask.shape[1]
-        return gauss_newton_fvp(dist_leaves, rebuild, share * weights, leaves, s.cg_damping)
+        return gauss_newton_fvp(
+            adapted.jacobian, adapted.leaves, adapted.rebuild, share * weights, s.cg_damping
+        )
+
+
+@dataclass(frozen=True)
+class _Adapted:
+    """Adapted policies at the old parameters: distribution parameter tensors, the function
+    that rebuilds the distribution from them, their Jacobian, the adapted parameters."""
+
+    jacobian: Jacobian
+    leaves: list[Tensor]
+    rebuild: Callable[[list[Tensor]], Distribution]
+    params: Params
 
 
 def _tasks(episodes: Episodes, part: slice) -> Episodes:

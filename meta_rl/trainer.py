@@ -98,6 +98,7 @@ def build_meta_learner(config: Config, policy: nn.Module, sampler: Sampler) -> M
             ls_backtrack_ratio=algo.ls_backtrack_ratio,
             task_chunk=algo.task_chunk,
             fisher_subsample=algo.fisher_subsample,
+            analytic=algo.analytic,
         )
         return MAMLTRPOLearner(policy, sampler, advantages, settings, algo.num_inner_steps)
     if algo.name == "reptile":

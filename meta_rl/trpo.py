@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -66,36 +67,72 @@ def double_backward_fvp(
     return fvp
 
 
+class Jacobian(Protocol):
+    """Products with the Jacobian of some output tensors w.r.t. a parameter vector."""
+
+    def jvp(self, v: Vector) -> list[Tensor]:
+        """``J v``: one tangent per output tensor."""
+        ...
+
+    def vjp(self, cotangents: Sequence[Tensor]) -> Vector:
+        """``J^T u`` for one cotangent per output tensor."""
+        ...
+
+
+class AutogradJacobian:
+    """The Jacobian of ``outputs`` w.r.t. ``params`` through their autograd graph (any policy).
+
+    ``J v`` uses the double-vjp trick: ``J^T u`` is linear in a dummy ``u``, so differentiating
+    it w.r.t. ``u`` gives ``J v``. That graph is built on the first ``jvp``, so a caller that
+    only wants gradients never pays for it. The graph of ``outputs`` is kept for reuse.
+    """
+
+    def __init__(self, outputs: Sequence[Tensor], params: Sequence[Tensor]) -> None:
+        self.outputs, self.params = list(outputs), list(params)
+        self._dummies: list[Tensor] = []
+        self._jt_u: Vector | None = None
+
+    def vjp(self, cotangents: Sequence[Tensor]) -> Vector:
+        grads = torch.autograd.grad(
+            self.outputs, self.params, grad_outputs=list(cotangents), retain_graph=True
+        )
+        return flat(grads)
+
+    def jvp(self, v: Vector) -> list[Tensor]:
+        if self._jt_u is None:
+            self._dummies = [torch.zeros_like(t, requires_grad=True) for t in self.outputs]
+            jt_u = torch.autograd.grad(
+                self.outputs, self.params, grad_outputs=self._dummies, create_graph=True
+            )
+            self._jt_u = flat(jt_u)
+        return list(torch.autograd.grad(self._jt_u @ v, self._dummies, retain_graph=True))
+
+
 def gauss_newton_fvp(
+    jacobian: Jacobian,
     dist_leaves: Sequence[Tensor],
     rebuild: Callable[[list[Tensor]], torch.distributions.Distribution],
     weights: Tensor,
-    params: Sequence[Tensor],
     damping: float,
 ) -> Callable[[Vector], Vector]:
     """``v -> (J^T M J + damping I) v``: the exact KL Hessian at the old parameters.
 
-    ``J`` is the Jacobian of the distribution's parameter tensors ``dist_leaves`` w.r.t.
-    ``params`` (through the whole adaptation), and ``M`` the Hessian of the weighted KL w.r.t.
-    those distribution parameters. At the old parameters the KL gradient is zero, so the
-    Hessian's second term vanishes and this equals the double-backward product, but it never
-    differentiates the adaptation three times. ``M`` is computed by autograd on the KL formula
-    alone (no network), so any torch distribution works. ``J v`` uses the double-vjp trick:
-    ``J^T u`` is linear in a dummy ``u``, so differentiating it w.r.t. ``u`` gives ``J v``.
+    ``J`` is the Jacobian of the distribution's parameter tensors ``dist_leaves`` (values at
+    the old parameters) w.r.t. the parameters, through the whole adaptation, and ``M`` the
+    Hessian of the weighted KL w.r.t. those distribution parameters. At the old parameters the
+    KL gradient is zero, so the Hessian's second term vanishes and this equals the
+    double-backward product, but it never differentiates the adaptation three times. ``M`` is
+    computed by autograd on the KL formula alone (no network), so any torch distribution works.
     """
-    leaves = list(dist_leaves)
-    anchors = [leaf.detach() for leaf in leaves]
+    anchors = [leaf.detach() for leaf in dist_leaves]
     free = [a.clone().requires_grad_(True) for a in anchors]
     weighted_kl = (kl_divergence(rebuild(anchors), rebuild(free)) * weights).sum()
     kl_grad = torch.autograd.grad(weighted_kl, free, create_graph=True)
-    dummies = [torch.zeros_like(leaf, requires_grad=True) for leaf in leaves]
-    jt_u = torch.autograd.grad(leaves, params, grad_outputs=dummies, create_graph=True)
 
     def fvp(v: Vector) -> Vector:
-        jv = torch.autograd.grad(flat(jt_u) @ v, dummies, retain_graph=True)
+        jv = jacobian.jvp(v)
         mjv = torch.autograd.grad(kl_grad, free, grad_outputs=jv, retain_graph=True)
-        jt_mjv = torch.autograd.grad(leaves, params, grad_outputs=mjv, retain_graph=True)
-        return flat(jt_mjv) + damping * v
+        return jacobian.vjp(mjv) + damping * v
 
     return fvp
 

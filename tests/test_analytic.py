@@ -1,0 +1,148 @@
+"""meta_rl.analytic: closed-form MLP derivatives give autograd's numbers, and MAML-TRPO uses them
+only where they apply."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from agents.policies import CategoricalMLPPolicy, GaussianMLPPolicy
+from meta_rl import analytic
+from meta_rl.adaptation import InnerBatch
+from meta_rl.functional import policy_params
+from meta_rl.maml import MAMLTRPO, MAMLTRPOSettings
+from meta_rl.trpo import flat
+
+from fakes import random_episodes
+
+T, N, E, OBS, ACT = 5, 3, 4, 3, 2
+ENDS = [(3, 0, 1), (1, 2, 3)]  # two episodes end early: padded steps must not count
+
+
+def make_policy(activation: str, hidden: tuple[int, ...] = (5, 4)) -> GaussianMLPPolicy:
+    gen = torch.Generator().manual_seed(0)
+    policy = GaussianMLPPolicy(
+        OBS, ACT, hidden, activation, init_std=0.8, min_std=0.5, generator=gen
+    ).double()
+    with torch.no_grad():
+        for p in policy.mean_net.parameters():  # nonzero biases: every term of the Hessian
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64) * 0.7)
+        policy.log_std.copy_(torch.tensor([math.log(0.8), math.log(0.3)]))  # 2nd is clamped
+    return policy
+
+
+def make_batches(steps: int, seed: int = 1) -> tuple[list[InnerBatch], object, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    inner = [
+        InnerBatch(
+            random_episodes(gen, (T, N, E), OBS, ACT, ENDS),
+            torch.randn(T, N, E, generator=gen, dtype=torch.float64),
+        )
+        for _ in range(steps)
+    ]
+    valid = random_episodes(gen, (T, N, E), OBS, ACT, ENDS)
+    return inner, valid, torch.randn(T, N, E, generator=gen, dtype=torch.float64)
+
+
+def both(policy, settings, inner, obs, final=None):
+    """The closed-form and the autograd adapted policies, from the same MAMLTRPO code path."""
+    fast = MAMLTRPO(policy, settings)
+    slow = MAMLTRPO(policy, MAMLTRPOSettings(**{**vars(settings), "analytic": False}))
+    assert fast._uses_analytic() and not slow._uses_analytic()
+    theta = policy_params(policy)
+    return fast._adapted(theta, inner, obs, final), slow._adapted(theta, inner, obs, final)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid"])
+@pytest.mark.parametrize("steps", [1, 2])
+@pytest.mark.parametrize("first_order", [False, True])
+def test_jacobian_products_equal_autograd(activation, steps, first_order):
+    policy = make_policy(activation)
+    inner, valid, _ = make_batches(steps)
+    settings = MAMLTRPOSettings(inner_lr=0.3, first_order=first_order)
+    fast, slow = both(policy, settings, inner, valid.observations[:-1])
+    for a, b in zip(fast.leaves, slow.leaves, strict=True):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-12, atol=1e-12)
+    for name in slow.params:
+        torch.testing.assert_close(fast.params[name], slow.params[name], rtol=1e-12, atol=1e-12)
+    gen = torch.Generator().manual_seed(2)
+    v = torch.randn(flat(list(policy.parameters())).numel(), generator=gen, dtype=torch.float64)
+    for a, b in zip(fast.jacobian.jvp(v), slow.jacobian.jvp(v), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    u = [torch.randn(leaf.shape, generator=gen, dtype=torch.float64) for leaf in slow.leaves]
+    torch.testing.assert_close(fast.jacobian.vjp(u), slow.jacobian.vjp(u), rtol=1e-10, atol=1e-12)
+
+
+def test_jacobian_with_replaced_final_point_equals_autograd():
+    """The subsampled Fisher's shape: Jacobian of one adaptation, value of another."""
+    policy = make_policy("tanh")
+    inner, valid, _ = make_batches(2)
+    final = {
+        k: v.detach() + 0.05
+        for k, v in both(policy, MAMLTRPOSettings(inner_lr=0.3), inner, valid.observations[:-1])[
+            1
+        ].params.items()
+    }
+    fast, slow = both(policy, MAMLTRPOSettings(inner_lr=0.3), inner, valid.observations[:-1], final)
+    torch.testing.assert_close(fast.leaves[0], slow.leaves[0].detach(), rtol=1e-12, atol=1e-12)
+    v = torch.randn(flat(list(policy.parameters())).numel(), dtype=torch.float64)
+    for a, b in zip(fast.jacobian.jvp(v), slow.jacobian.jvp(v), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_no_inner_step_is_the_policy_itself():
+    policy = make_policy("tanh", hidden=(6,))
+    _, valid, _ = make_batches(0)
+    fast, slow = both(policy, MAMLTRPOSettings(), [], valid.observations[:-1])
+    torch.testing.assert_close(fast.leaves[1], slow.leaves[1].detach())
+    v = torch.randn(flat(list(policy.parameters())).numel(), dtype=torch.float64)
+    for a, b in zip(fast.jacobian.jvp(v), slow.jacobian.jvp(v), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(("steps", "subsample"), [(1, 1.0), (1, 0.5), (2, 0.5), (0, 1.0)])
+def test_trpo_step_is_the_same_with_either_derivatives(steps, subsample):
+    """Zero inner steps (plain multi-task TRPO) included: it used to fail on ``inner[0]``."""
+    policy = make_policy("tanh")
+    inner, valid, advantages = make_batches(steps)
+    results = []
+    for closed_form in (True, False):
+        module = copy.deepcopy(policy)
+        settings = MAMLTRPOSettings(
+            inner_lr=0.3,
+            cg_damping=0.1,
+            task_chunk=2,
+            fisher_subsample=subsample,
+            analytic=closed_form,
+        )
+        stats = MAMLTRPO(module, settings).step(inner, valid, advantages)
+        results.append((stats, flat([p.detach() for p in module.parameters()])))
+    (fast, theta_fast), (slow, theta_slow) = results
+    assert fast.accepted and slow.accepted
+    assert fast.line_search_steps == slow.line_search_steps
+    for key in ("surrogate_before", "surrogate_after", "kl", "grad_norm", "cg_residual"):
+        assert getattr(fast, key) == pytest.approx(getattr(slow, key), rel=1e-8)
+    torch.testing.assert_close(theta_fast, theta_slow, rtol=1e-8, atol=1e-11)
+
+
+def test_supports_only_plain_gaussian_mlps_with_known_activations():
+    assert analytic.supports(make_policy("tanh"))
+    assert analytic.supports(make_policy("relu", hidden=(7,)))
+    assert not analytic.supports(make_policy("elu"))  # no closed form written: autograd
+    assert not analytic.supports(CategoricalMLPPolicy(OBS, 3))
+
+    class Squashed(GaussianMLPPolicy):  # a subclass may change forward()
+        pass
+
+    assert not analytic.supports(Squashed(OBS, ACT))
+    frozen = make_policy("tanh")
+    frozen.log_std.requires_grad_(False)
+    assert not analytic.supports(frozen)
+    assert not MAMLTRPO(
+        make_policy("tanh"), MAMLTRPOSettings(fvp="double_backward")
+    )._uses_analytic()
+    assert not isinstance(make_policy("tanh").mean_net[-1], nn.ReLU)
