@@ -30,10 +30,12 @@ FAMILIES = {
 NETS = {"port": ([64, 64], "tanh"), "paper": ([100, 100], "relu")}
 # name -> (config overrides, tune malloc); each is measured against the first one listed
 VARIANTS: dict[str, tuple[list[str], bool]] = {
-    "naive": (["algo.task_chunk=0", "train.sampler=vector"], False),
-    "chunked": (["train.sampler=vector"], False),  # the default algo.task_chunk
-    "chunked+malloc": (["train.sampler=vector"], True),
-    "fast": ([], True),  # + the fastest sampler for the family
+    "naive": (["algo.task_chunk=0", "train.sampler=vector", "algo.analytic=false"], False),
+    # the default algo.task_chunk
+    "chunked": (["train.sampler=vector", "algo.analytic=false"], False),
+    "chunked+malloc": (["train.sampler=vector", "algo.analytic=false"], True),
+    "fast-autograd": (["algo.analytic=false"], True),  # + the fastest sampler for the family
+    "fast": ([], True),  # + closed-form derivatives for a Gaussian MLP policy
     "fast+fisher20%": (["algo.fisher_subsample=0.2"], True),
 }
 
