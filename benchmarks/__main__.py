@@ -286,7 +286,8 @@ def run_iterations(spec: dict[str, Any]) -> dict[str, Any]:
     sampler, learner = trainer.sampler, trainer.meta_learner
     totals: dict[str, float] = {}
     _timed(sampler, "sample", totals, "sampling", sync)
-    _timed(maml, "adapt", totals, "adaptation", sync)
+    if isinstance(learner, maml.MAMLTRPOLearner):  # collect's inner steps
+        _timed(learner.trpo, "inner_step", totals, "adaptation", sync)
     _timed(maml, "conjugate_gradient", totals, "cg", sync)
     _timed(maml, "backtracking_line_search", totals, "line_search", sync)
     rows = []

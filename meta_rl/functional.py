@@ -20,6 +20,7 @@ from torch.distributions import Categorical, Distribution, Independent, kl_diver
 from torch.func import functional_call, vmap
 
 from agents.recurrent import is_recurrent
+from meta_rl import analytic
 
 Params = dict[str, Tensor]
 
@@ -81,6 +82,8 @@ def task_distribution(
         shared = shared_params(params)
         if shared is not None:
             return _one_call_for_all_tasks(policy, shared, obs, task_dim)
+        if analytic.is_plain_gaussian_mlp(policy):
+            return analytic.task_distribution(policy, params, obs, task_dim)
     rebuild: list[Callable[[list[Tensor]], Distribution]] = []
 
     def leaves(task_params: Params, task_obs: Tensor) -> tuple[Tensor, ...]:

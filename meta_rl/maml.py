@@ -287,6 +287,12 @@ class MAMLTRPO:
         jacobian = AutogradJacobian(leaves, list(theta.values()))
         return _Adapted(jacobian, leaves, rebuild, {k: v.detach() for k, v in params.items()})
 
+    def inner_step(self, params: Params, batch: InnerBatch) -> Params:
+        """Per-task parameters after one inner step, values only (sampling needs no graph)."""
+        if self._uses_analytic():
+            return analytic.inner_step(self.policy, params, batch, self.settings.inner_lr)
+        return adapt(self.policy, params, batch, self.settings.inner_lr, create_graph=False)
+
     def _adapted_distribution(
         self, theta: Params, inner: list[InnerBatch], obs: Tensor
     ) -> Distribution:
@@ -421,8 +427,7 @@ class MAMLTRPOLearner(MetaLearner[MAMLRollouts]):
             advantages, ev = self.advantages(episodes)
             inner.append(InnerBatch(episodes, advantages))
             explained += ev / self.num_inner_steps
-            lr = self.trpo.settings.inner_lr
-            params = detached(adapt(self.policy, params, inner[-1], lr, create_graph=False))
+            params = detached(self.trpo.inner_step(params, inner[-1]))
         valid = self.sampler.sample(self.policy, params, tasks)
         return MAMLRollouts(inner, valid, explained)
 

@@ -9,10 +9,11 @@ import math
 import pytest
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from agents.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 from meta_rl import analytic
-from meta_rl.adaptation import InnerBatch
+from meta_rl.adaptation import InnerBatch, adapt
 from meta_rl.functional import policy_params
 from meta_rl.maml import MAMLTRPO, MAMLTRPOSettings
 from meta_rl.trpo import flat
@@ -146,3 +147,38 @@ def test_supports_only_plain_gaussian_mlps_with_known_activations():
         make_policy("tanh"), MAMLTRPOSettings(fvp="double_backward")
     )._uses_analytic()
     assert not isinstance(make_policy("tanh").mean_net[-1], nn.ReLU)
+
+
+def per_task(policy: GaussianMLPPolicy, seed: int = 7) -> dict[str, torch.Tensor]:
+    """Distinct parameters per task, around the policy's own."""
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        k: v.detach() + 0.1 * torch.randn(N, *v.shape, generator=gen, dtype=v.dtype)
+        for k, v in policy_params(policy).items()
+    }
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_inner_step_equals_adapt(activation):
+    policy = make_policy(activation)
+    inner, _, _ = make_batches(1)
+    params = {k: v.requires_grad_(True) for k, v in per_task(policy).items()}
+    want = adapt(policy, params, inner[0], lr=0.3, create_graph=False)
+    got = analytic.inner_step(policy, params, inner[0], lr=0.3)
+    assert list(got) == list(want)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name].detach(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("task_dim", [0, 1])
+def test_task_distribution_equals_vmapped_functional_call(task_dim):
+    policy = make_policy("tanh")
+    params = per_task(policy)
+    obs = torch.randn(T, N, E, OBS, dtype=torch.float64).movedim(1, task_dim)
+    with torch.no_grad():
+        got = analytic.task_distribution(policy, params, obs, task_dim)
+    for task in range(N):
+        own = {k: v[task] for k, v in params.items()}
+        want = functional_call(policy, own, (obs.select(task_dim, task),))
+        torch.testing.assert_close(got.mean.select(task_dim, task), want.mean)
+        torch.testing.assert_close(got.stddev.select(task_dim, task), want.stddev)
