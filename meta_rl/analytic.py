@@ -101,7 +101,7 @@ def task_distribution(
     point = _point_of(policy, params)
     per_task = obs.movedim(task_dim, 0)
     rows = per_task.reshape(per_task.shape[0], -1, per_task.shape[-1])
-    net = _MLPAt(point, list(policy.mean_net)[1::2], rows, derivatives=False)
+    net = _MLPAt(point, list(policy.mean_net)[1::2], rows)
     mean = net.mean.view(*per_task.shape[:-1], -1).movedim(0, task_dim)
     log_std = point.log_std.clamp(min=policy.min_log_std)
     broadcast = log_std.view(log_std.shape[0], *[1] * (per_task.dim() - 2), -1)
@@ -145,8 +145,9 @@ def _linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         flat_x = x.reshape(-1, x.shape[-1])
         out = flat_x @ weight.T if bias is None else torch.addmm(bias, flat_x, weight.T)
         return out.view(*x.shape[:-1], -1)
-    out = torch.bmm(x, weight.transpose(1, 2))
-    return out if bias is None else out.add_(bias.unsqueeze(-2))
+    if bias is None:
+        return torch.bmm(x, weight.transpose(1, 2))
+    return torch.baddbmm(bias.unsqueeze(-2), x, weight.transpose(1, 2))
 
 
 def _add_linear(out: Tensor, x: Tensor, weight: Tensor) -> Tensor:
@@ -184,23 +185,27 @@ def _outer(g: Tensor, h: Tensor) -> Tensor:
 class _MLPAt:
     """An MLP's forward pass at one point on rows ``x[N, R, in]``, kept for its derivatives."""
 
-    def __init__(
-        self,
-        point: _Point,
-        activations: Sequence[nn.Module],
-        x: Tensor,
-        derivatives: bool = True,
-    ) -> None:
+    def __init__(self, point: _Point, activations: Sequence[nn.Module], x: Tensor) -> None:
         self.point = point
+        self.activations = activations
         self.inputs = [x]  # the input of every linear layer
-        self.slopes: list[Tensor] = []  # activation derivative at every hidden layer
         h = x
         for weight, bias, act in zip(point.weights, point.biases, activations, strict=False):
             h = act(_linear(h, weight, bias))  # the module's own (inference) forward
-            if derivatives:
-                self.inputs.append(h)
-                self.slopes.append(_CURVATURE[type(act)][0](h))
+            self.inputs.append(h)
         self.mean = _linear(h, point.weights[-1], point.biases[-1])
+        self._slopes: list[Tensor] | None = None
+
+    @property
+    def slopes(self) -> list[Tensor]:
+        """Activation derivative at every hidden layer (on first use: sampling and line-search
+        candidates never need them)."""
+        if self._slopes is None:
+            self._slopes = [
+                _CURVATURE[type(act)][0](h)
+                for act, h in zip(self.activations, self.inputs[1:], strict=True)
+            ]
+        return self._slopes
 
     def jvp(self, direction: _Point) -> tuple[Tensor, list[Tensor]]:
         """Tangent of the mean along ``direction``, and of every hidden activation."""
@@ -210,7 +215,7 @@ class _MLPAt:
             rz = _linear(self.inputs[layer], dw, db)
             if tangent is not None:
                 _add_linear(rz, tangent, self.point.weights[layer])
-            if layer < len(self.slopes):
+            if layer < len(self.activations):
                 tangent = rz.mul_(self.slopes[layer])
                 hidden.append(tangent)
         return rz, hidden
