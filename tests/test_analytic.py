@@ -78,6 +78,17 @@ def test_jacobian_products_equal_autograd(activation, steps, first_order):
     torch.testing.assert_close(fast.jacobian.vjp(u), slow.jacobian.vjp(u), rtol=1e-10, atol=1e-12)
 
 
+def test_linear_policy_without_hidden_layers_equals_autograd():
+    policy = make_policy("tanh", hidden=())
+    inner, valid, _ = make_batches(2)
+    fast, slow = both(policy, MAMLTRPOSettings(inner_lr=0.3), inner, valid.observations[:-1])
+    v = torch.randn(flat(list(policy.parameters())).numel(), dtype=torch.float64)
+    for a, b in zip(fast.jacobian.jvp(v), slow.jacobian.jvp(v), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    u = [torch.randn(leaf.shape, dtype=torch.float64) for leaf in slow.leaves]
+    torch.testing.assert_close(fast.jacobian.vjp(u), slow.jacobian.vjp(u), rtol=1e-10, atol=1e-12)
+
+
 def test_jacobian_with_replaced_final_point_equals_autograd():
     """The subsampled Fisher's shape: Jacobian of one adaptation, value of another."""
     policy = make_policy("tanh")
