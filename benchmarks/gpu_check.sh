@@ -34,7 +34,7 @@ run)
     export PYTHONUNBUFFERED=1 MUJOCO_GL=egl
     "$py" -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))" | tee "$out/device.txt"
     "$py" -m benchmarks --out "$out" iteration --family nav --net port --iterations 5 \
-        --variants fast fast+fisher20% --devices cpu cuda 2>&1 | grep -v "it/s" | tee "$out/nav.txt"
+        --variants fast-autograd fast fast+fisher20% --devices cpu cuda 2>&1 | grep -v "it/s" | tee "$out/nav.txt"
     "$py" -m benchmarks --out "$out" iteration --family cheetah --net port --tasks 40 \
         --episodes 20 --horizon 100 --iterations 2 --variants fast --devices cpu cuda 2>&1 \
         | grep -v "it/s" | tee "$out/cheetah.txt"

@@ -71,6 +71,22 @@ def supports(policy: nn.Module) -> bool:
     )
 
 
+@dataclass
+class _Point:
+    """Policy parameters (or a direction): shared ones without a task dim, else a leading one."""
+
+    log_std: Tensor
+    weights: list[Tensor]
+    biases: list[Tensor]
+
+    def minus(self, lr: float, other: _Point) -> _Point:
+        return _Point(
+            self.log_std - lr * other.log_std,
+            [a - lr * b for a, b in zip(self.weights, other.weights, strict=True)],
+            [a - lr * b for a, b in zip(self.biases, other.biases, strict=True)],
+        )
+
+
 def _names(policy: GaussianMLPPolicy) -> tuple[list[str], list[str]]:
     """Parameter names of the mean network's weights and biases, input layer first."""
     linear = [f"mean_net.{i}" for i in range(0, len(policy.mean_net), 2)]
@@ -89,48 +105,6 @@ def _params_of(policy: GaussianMLPPolicy, point: _Point, order: Sequence[str]) -
     out.update(zip(weights, point.weights, strict=True))
     out.update(zip(biases, point.biases, strict=True))
     return {name: out[name] for name in order}
-
-
-@torch.no_grad()
-def task_distribution(
-    policy: GaussianMLPPolicy, params: Params, obs: Tensor, task_dim: int
-) -> Distribution:
-    """``meta_rl.functional.task_distribution`` for a plain Gaussian MLP, as batched matrix
-    products. vmap over ``functional_call`` costs ~0.3 ms of Python per call, more than a
-    sampling step's forward itself (per-task Navigation2D batch: 70 -> 42 ms)."""
-    point = _point_of(policy, params)
-    per_task = obs.movedim(task_dim, 0)
-    rows = per_task.reshape(per_task.shape[0], -1, per_task.shape[-1])
-    net = _MLPAt(point, list(policy.mean_net)[1::2], rows)
-    mean = net.mean.view(*per_task.shape[:-1], -1).movedim(0, task_dim)
-    log_std = point.log_std.clamp(min=policy.min_log_std)
-    broadcast = log_std.view(log_std.shape[0], *[1] * (per_task.dim() - 2), -1)
-    return diagonal_gaussian(mean, broadcast.movedim(0, task_dim))
-
-
-@torch.no_grad()
-def inner_step(policy: GaussianMLPPolicy, params: Params, batch: InnerBatch, lr: float) -> Params:
-    """``meta_rl.adaptation.adapt`` without a graph: each task's parameters after one inner
-    step (values only, as sampling after an inner step needs them)."""
-    point = _point_of(policy, params)
-    step = _InnerStep(point, list(policy.mean_net)[1::2], batch, lr, policy.min_log_std)
-    return _params_of(policy, step.next, list(params))
-
-
-@dataclass
-class _Point:
-    """Policy parameters (or a direction): shared ones without a task dim, else a leading one."""
-
-    log_std: Tensor
-    weights: list[Tensor]
-    biases: list[Tensor]
-
-    def minus(self, lr: float, other: _Point) -> _Point:
-        return _Point(
-            self.log_std - lr * other.log_std,
-            [a - lr * b for a, b in zip(self.weights, other.weights, strict=True)],
-            [a - lr * b for a, b in zip(self.biases, other.biases, strict=True)],
-        )
 
 
 def _rows(t: Tensor) -> Tensor:
@@ -283,7 +257,13 @@ class _InnerStep:
         return self._second
 
     def hvp(self, v: _Point) -> _Point:
-        """Per-task Hessian of the inner loss times ``v`` (shared or per task)."""
+        """Per-task Hessian of the inner loss times ``v`` (shared or per task).
+
+        The R-operator: the tangent of the backward pass along ``v``. At the output it comes
+        from the Gaussian log-density's second derivatives; each layer passes it back through
+        its weights plus the weights' tangent times the kept backward signal, then through the
+        activation's slope plus the slope's own tangent (``_second_order``).
+        """
         net, weights = self.net, self.net.point.weights
         second = self._second_order()
         r_mean, r_hidden = net.jvp(v)
@@ -387,3 +367,29 @@ class AdaptedGaussianMLP:
             for step in reversed(self.steps):
                 p = p.minus(self.lr, step.hvp(p))
         return flat([t.sum(0) for t in _params_of(self.policy, p, self.names).values()])
+
+
+@torch.no_grad()
+def task_distribution(
+    policy: GaussianMLPPolicy, params: Params, obs: Tensor, task_dim: int
+) -> Distribution:
+    """``meta_rl.functional.task_distribution`` for a plain Gaussian MLP, as batched matrix
+    products. vmap over ``functional_call`` costs ~0.3 ms of Python per call, more than a
+    sampling step's forward itself (per-task Navigation2D batch: 70 -> 42 ms)."""
+    point = _point_of(policy, params)
+    per_task = obs.movedim(task_dim, 0)
+    rows = per_task.reshape(per_task.shape[0], -1, per_task.shape[-1])
+    net = _MLPAt(point, list(policy.mean_net)[1::2], rows)
+    mean = net.mean.view(*per_task.shape[:-1], -1).movedim(0, task_dim)
+    log_std = point.log_std.clamp(min=policy.min_log_std)
+    broadcast = log_std.view(log_std.shape[0], *[1] * (per_task.dim() - 2), -1)
+    return diagonal_gaussian(mean, broadcast.movedim(0, task_dim))
+
+
+@torch.no_grad()
+def inner_step(policy: GaussianMLPPolicy, params: Params, batch: InnerBatch, lr: float) -> Params:
+    """``meta_rl.adaptation.adapt`` without a graph: each task's parameters after one inner
+    step (values only, as sampling after an inner step needs them)."""
+    point = _point_of(policy, params)
+    step = _InnerStep(point, list(policy.mean_net)[1::2], batch, lr, policy.min_log_std)
+    return _params_of(policy, step.next, list(params))
