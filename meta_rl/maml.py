@@ -183,11 +183,12 @@ class MAMLTRPO:
         The old adapted policies' distribution on the valid observations is kept, so a
         line-search candidate costs one policy evaluation, not three.
 
-        Tasks go in chunks: each chunk's adaptation graph serves both its share of the gradient
+        Tasks go in chunks: each chunk's adapted policies and their Jacobian (an autograd
+        graph, or the closed form of ``meta_rl.analytic``) serve both its share of the gradient
         and its Fisher products, and a few tasks' temporaries stay in cache. Sums over chunks
         are the full-batch quantities, since the surrogate and the KL are means over tasks.
-        With ``fisher_subsample < 1`` the Fisher gets graphs of its own (``_fisher_point``),
-        over chunks of as many time steps as a gradient chunk, hence more tasks (fewer ops).
+        With ``fisher_subsample < 1`` the Fisher gets Jacobians of its own
+        (``_subsampled_fisher``).
         """
         s = self.settings
         obs = valid.observations[:-1]
@@ -307,6 +308,7 @@ class MAMLTRPO:
         return dists[0] if len(dists) == 1 else _cat_distributions(dists, dim=1)
 
     def _adapted_values(self, theta: Params, inner: list[InnerBatch], obs: Tensor) -> Distribution:
+        """One chunk of ``_adapted_distribution``."""
         s = self.settings
         if self._uses_analytic():
             return analytic.AdaptedGaussianMLP(
