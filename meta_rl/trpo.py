@@ -8,7 +8,7 @@ from typing import Protocol
 
 import torch
 from torch import Tensor
-from torch.distributions import kl_divergence
+from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 Vector = Tensor
 
@@ -108,10 +108,44 @@ class AutogradJacobian:
         return list(torch.autograd.grad(self._jt_u @ v, self._dummies, retain_graph=True))
 
 
+def kl_hessian(
+    dist_leaves: Sequence[Tensor],
+    rebuild: Callable[[list[Tensor]], Distribution],
+    weights: Tensor,
+) -> Callable[[list[Tensor]], list[Tensor]]:
+    """``u -> M u``, ``M`` the Hessian of ``sum(weights * KL(old || new))`` w.r.t. the new
+    distribution's parameter tensors, at new = old = ``rebuild(dist_leaves)``.
+
+    For a diagonal Gaussian (``Normal``, or ``Independent`` over one) ``M`` is diagonal:
+    ``weights / scale^2`` on the mean and ``2 weights / scale^2`` on the scale, two
+    multiplications per product. Any other distribution: autograd on the KL formula alone.
+    """
+    anchors = [leaf.detach() for leaf in dist_leaves]
+    dist = rebuild(anchors)
+    base, event_dims = dist, 0
+    if isinstance(dist, Independent):
+        base, event_dims = dist.base_dist, dist.reinterpreted_batch_ndims
+    if type(base) is Normal:
+        w = weights.reshape(*weights.shape, *[1] * event_dims)
+        mean_curvature = w / base.scale.square()
+        scale_curvature = 2.0 * mean_curvature
+        return lambda u: [u[0] * mean_curvature, u[1] * scale_curvature]
+    return _autograd_kl_hessian(anchors, rebuild, weights)
+
+
+def _autograd_kl_hessian(
+    anchors: list[Tensor], rebuild: Callable[[list[Tensor]], Distribution], weights: Tensor
+) -> Callable[[list[Tensor]], list[Tensor]]:
+    free = [a.clone().requires_grad_(True) for a in anchors]
+    weighted_kl = (kl_divergence(rebuild(anchors), rebuild(free)) * weights).sum()
+    kl_grad = torch.autograd.grad(weighted_kl, free, create_graph=True)
+    return lambda u: list(torch.autograd.grad(kl_grad, free, grad_outputs=u, retain_graph=True))
+
+
 def gauss_newton_fvp(
     jacobian: Jacobian,
     dist_leaves: Sequence[Tensor],
-    rebuild: Callable[[list[Tensor]], torch.distributions.Distribution],
+    rebuild: Callable[[list[Tensor]], Distribution],
     weights: Tensor,
     damping: float,
 ) -> Callable[[Vector], Vector]:
@@ -119,20 +153,15 @@ def gauss_newton_fvp(
 
     ``J`` is the Jacobian of the distribution's parameter tensors ``dist_leaves`` (values at
     the old parameters) w.r.t. the parameters, through the whole adaptation, and ``M`` the
-    Hessian of the weighted KL w.r.t. those distribution parameters. At the old parameters the
-    KL gradient is zero, so the Hessian's second term vanishes and this equals the
-    double-backward product, but it never differentiates the adaptation three times. ``M`` is
-    computed by autograd on the KL formula alone (no network), so any torch distribution works.
+    Hessian of the weighted KL w.r.t. those distribution parameters (``kl_hessian``). At the
+    old parameters the KL gradient is zero, so the Hessian's second term vanishes and this
+    equals the double-backward product, but it never differentiates the adaptation three
+    times.
     """
-    anchors = [leaf.detach() for leaf in dist_leaves]
-    free = [a.clone().requires_grad_(True) for a in anchors]
-    weighted_kl = (kl_divergence(rebuild(anchors), rebuild(free)) * weights).sum()
-    kl_grad = torch.autograd.grad(weighted_kl, free, create_graph=True)
+    metric = kl_hessian(dist_leaves, rebuild, weights)
 
     def fvp(v: Vector) -> Vector:
-        jv = jacobian.jvp(v)
-        mjv = torch.autograd.grad(kl_grad, free, grad_outputs=jv, retain_graph=True)
-        return jacobian.vjp(mjv) + damping * v
+        return jacobian.vjp(metric(jacobian.jvp(v))) + damping * v
 
     return fvp
 
