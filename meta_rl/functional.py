@@ -4,6 +4,9 @@ The meta-learners never look inside a policy: they evaluate it through
 ``torch.func.functional_call`` with a ``dict[str, Tensor]`` of parameters, vmapped over a
 leading task dimension. That is the "model-agnostic" claim made literal: any ``nn.Module``
 whose ``forward(obs)`` returns a ``torch.distributions.Distribution`` works unchanged.
+One exception, for speed only: the paper's policy (a plain ``GaussianMLPPolicy``) with
+per-task parameters runs as batched matrix products (``meta_rl.analytic``), giving the same
+distributions as the generic path without vmap's per-call overhead.
 
 Recurrent policies (the protocol in ``agents/recurrent.py``) work too: the functions below that
 take whole ``obs`` read each task's first remaining dim as time and run the sequence from the
