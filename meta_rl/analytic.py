@@ -308,17 +308,16 @@ class AdaptedGaussianMLP:
         first_order: bool = False,
         final: Params | None = None,
     ) -> None:
-        self.activations = list(policy.mean_net)[1::2]
+        activations, min_log_std = list(policy.mean_net)[1::2], policy.min_log_std
         self.names = list(theta)
         self._like = [v.detach() for v in theta.values()]
         self.policy = policy
         self.first_order = first_order
         self.lr = lr
-        self.min_log_std = policy.min_log_std
         point = _point_of(self.policy, {k: v.detach() for k, v in theta.items()})
         self.steps: list[_InnerStep] = []
         for batch in inner:
-            self.steps.append(_InnerStep(point, self.activations, batch, lr, self.min_log_std))
+            self.steps.append(_InnerStep(point, activations, batch, lr, min_log_std))
             point = self.steps[-1].next
         if final is not None:
             point = _point_of(self.policy, {k: v.detach() for k, v in final.items()})
@@ -329,9 +328,9 @@ class AdaptedGaussianMLP:
             )
         self.adapted = _params_of(self.policy, point, self.names)
         self.shape = obs.shape[:-1]  # [T, N, E]
-        self.net = _MLPAt(point, self.activations, _rows(obs))
-        self.std_free = (point.log_std >= self.min_log_std).to(obs.dtype)
-        self.log_std = point.log_std.clamp(min=self.min_log_std)
+        self.net = _MLPAt(point, activations, _rows(obs))
+        self.std_free = (point.log_std >= min_log_std).to(obs.dtype)
+        self.log_std = point.log_std.clamp(min=min_log_std)
 
     def _to_steps(self, rows: Tensor) -> Tensor:
         """``[N, T * E, ...]`` -> ``[T, N, E, ...]`` (a view)."""
