@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 import envs  # noqa: F401  (registers the MetaRL/ families with Gymnasium)
 from meta_rl.episodes import Episodes
-from meta_rl.functional import Params, task_distribution
+from meta_rl.functional import Params, shared_as_views, task_distribution
 from meta_rl.sampler import Sampler
 
 
@@ -169,6 +169,7 @@ class TorchSampler(Sampler):
         episodes are stacked outside it, so they are ordinary tensors that losses can use.
         """
         reset_seeds, torch_seed = self.phase_seeds(tasks)  # drawn as VectorSampler does
+        params = shared_as_views(params)  # compare values once, not every step
         num_tasks, num_episodes, horizon = self.num_tasks, self.episodes_per_task, self.horizon
         batch, dev = self.batch_size, self.device
         env = self.batched

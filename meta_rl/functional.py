@@ -111,6 +111,18 @@ def shared_params(params: Params) -> Params | None:
     return None
 
 
+def shared_as_views(params: Params) -> Params:
+    """``params`` with a value-shared set replaced by stride-0 views of it.
+
+    For a caller about to run many steps: the value comparison happens once here, and every
+    later ``shared_params`` check recognises the views by their stride alone.
+    """
+    shared = shared_params(params)
+    if shared is None:
+        return params
+    return expand_to_tasks(shared, next(iter(params.values())).shape[0])
+
+
 def _shared_by(stacked: Tensor, first: Tensor) -> bool:
     if stacked.stride(0) == 0:
         return True

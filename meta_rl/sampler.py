@@ -15,13 +15,7 @@ from torch import nn
 import envs  # noqa: F401  (registers the MetaRL/ families with Gymnasium)
 from agents.recurrent import is_recurrent
 from meta_rl.episodes import Episodes
-from meta_rl.functional import (
-    Params,
-    expand_to_tasks,
-    shared_params,
-    task_distribution,
-    task_step,
-)
+from meta_rl.functional import Params, shared_as_views, task_distribution, task_step
 
 
 def observation_dim(space: spaces.Space) -> int:
@@ -109,9 +103,7 @@ def rollout(
     """
     num_tasks, batch = len(tasks), len(sub_envs)
     episodes_per_task = batch // num_tasks
-    shared = shared_params(params)
-    if shared is not None:  # e.g. a worker's copied shard: compare values once, not every step
-        params = expand_to_tasks(shared, num_tasks)
+    params = shared_as_views(params)  # e.g. a worker's copied shard: compare values once
     rows = slice(first_row, first_row + batch)
     space = sub_envs[0].observation_space
     observations = arrays["observations"]
