@@ -162,8 +162,9 @@ class CategoricalMLPPolicy(nn.Module):
         return Categorical(logits=self.logits_net(obs), validate_args=False)
 
 
-def _flat_dim(space: gym.Space, role: str) -> int:
-    """Input width for an observation space; Discrete is one-hot encoded by the sampler."""
+def flat_dim(space: gym.Space, role: str) -> int:
+    """Width of a 1-D Box or a Discrete space: a network's input for observations (the sampler
+    one-hot encodes Discrete ones), the number of actions or action dims for actions."""
     if isinstance(space, gym.spaces.Discrete):
         return int(space.n)
     if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
@@ -180,7 +181,7 @@ def make_policy(
     generator: torch.Generator | None = None,
 ) -> nn.Module:
     """The policy class that fits the spaces: Box actions -> Gaussian, Discrete -> Categorical."""
-    obs_dim = _flat_dim(observation_space, "observation")
+    obs_dim = flat_dim(observation_space, "observation")
     if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
         act_dim = int(action_space.shape[0])
         return GaussianMLPPolicy(

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from agents.policies import make_policy
+from agents.policies import flat_dim, make_policy
 from meta_rl.adaptation import AdvantageEstimator
 from meta_rl.base import IterationReport, MetaLearner
 from meta_rl.checkpoint import CheckpointManager, find_latest, load_checkpoint
@@ -68,7 +68,7 @@ def _build_other_policy(config: Config, sampler: Sampler, generator: torch.Gener
     discrete = isinstance(space, gym.spaces.Discrete)
     return GRUPolicy(
         sampler.obs_dim,
-        int(space.n) if discrete else int(space.shape[0]),
+        flat_dim(space, "action"),
         pol.hidden_sizes,
         discrete=discrete,
         activation=pol.activation,
