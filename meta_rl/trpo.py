@@ -129,6 +129,7 @@ def kl_hessian(
         w = weights.reshape(*weights.shape, *[1] * event_dims)
         mean_curvature = w / base.scale.square()
         scale_curvature = 2.0 * mean_curvature
+        # flatten_distribution gives a Normal's leaves in arg_constraints order: loc, scale
         return lambda u: [u[0] * mean_curvature, u[1] * scale_curvature]
     return _autograd_kl_hessian(anchors, rebuild, weights)
 
