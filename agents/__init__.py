@@ -3,8 +3,8 @@
 Never imports ``meta_rl`` (imports flow ``meta_rl -> agents -> envs``).
 """
 
-from agents.baseline import LinearFeatureBaseline, explained_variance
-from agents.pg import (
+from meta_rl.agents.baseline import LinearFeatureBaseline, explained_variance
+from meta_rl.agents.pg import (
     discounted_returns,
     gae,
     masked_task_mean,
@@ -12,7 +12,7 @@ from agents.pg import (
     ppo_clip_loss,
     reinforce_loss,
 )
-from agents.policies import (
+from meta_rl.agents.policies import (
     ACTIVATIONS,
     CategoricalMLPPolicy,
     GaussianMLPPolicy,

@@ -7,7 +7,7 @@
   (``TaskObservationWrapper``, reachable as ``oracle_env_id(env_id)``), so one policy can be
   optimal on every task without adapting: an upper reference, not a competitor.
 
-Both come back as ``agents.sb3.SB3Actor`` (the actor half of the PPO policy as a plain
+Both come back as ``meta_rl.agents.sb3.SB3Actor`` (the actor half of the PPO policy as a plain
 ``forward(obs) -> Distribution`` module), so the evaluation adapts them with exactly the code
 that adapts a meta-learned policy.
 """
@@ -26,7 +26,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from agents.policies import ACTIVATIONS
+from meta_rl.agents.policies import ACTIVATIONS
 
 ORACLE_NAMESPACE = "MetaRLOracle"
 
@@ -100,14 +100,14 @@ def oracle_env_id(env_id: str) -> str:
     Same time limit and constructor kwargs as ``env_id``, so a sampler builds it like any
     family; ``MetaRL/Navigation2D-v0`` -> ``MetaRLOracle/Navigation2D-v0``.
     """
-    import envs  # noqa: F401  (registers the MetaRL/ families)
+    import meta_rl.envs  # noqa: F401  (registers the MetaRL/ families)
 
     base = gym.spec(env_id)
     oracle_id = f"{ORACLE_NAMESPACE}/{base.name}-v{base.version}"
     if oracle_id not in gym.envs.registry:
         gym.register(
             id=oracle_id,
-            entry_point="agents.pretrained:make_oracle_env",
+            entry_point="meta_rl.agents.pretrained:make_oracle_env",
             max_episode_steps=base.max_episode_steps,
             kwargs={"base_id": base.id},
         )
@@ -165,7 +165,7 @@ def train_ppo_baseline(spec: PPOBaselineSpec):
     """
     from stable_baselines3 import PPO
 
-    from agents.sb3 import seeded_global_rngs
+    from meta_rl.agents.sb3 import seeded_global_rngs
 
     tasks_seq, run_seq = np.random.SeedSequence(spec.seed).spawn(2)
     run_seed = int(run_seq.generate_state(1)[0] % 2**31)
@@ -193,7 +193,7 @@ def load_or_train_ppo_baseline(spec: PPOBaselineSpec, path: str | Path):
     spec, else trained and saved there (``path`` zip + ``path``.json with spec and cost)."""
     from stable_baselines3 import PPO
 
-    from agents.sb3 import SB3Actor
+    from meta_rl.agents.sb3 import SB3Actor
 
     path = Path(path)
     meta_path = path.with_suffix(".json")

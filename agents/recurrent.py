@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution
 
-from agents.policies import diagonal_gaussian, generator_device, init_mlp_, mlp
+from meta_rl.agents.policies import diagonal_gaussian, generator_device, init_mlp_, mlp
 
 
 def is_recurrent(policy: nn.Module) -> bool:

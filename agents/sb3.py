@@ -33,7 +33,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution
 
-from agents.policies import ACTIVATIONS, diagonal_gaussian
+from meta_rl.agents.policies import ACTIVATIONS, diagonal_gaussian
 
 ALGORITHMS: dict[str, type[OnPolicyAlgorithm]] = {"ppo": PPO, "a2c": A2C}
 

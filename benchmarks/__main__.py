@@ -79,7 +79,7 @@ def _raw_steps(env_id: str, num_envs: int, steps: int, seed: int) -> tuple[int, 
     import gymnasium as gym
     import numpy as np
 
-    import envs  # noqa: F401
+    import meta_rl.envs  # noqa: F401
 
     sub = [gym.make(env_id) for _ in range(num_envs)]
     rng = np.random.default_rng(seed)
@@ -146,10 +146,10 @@ def cmd_ceiling(args: argparse.Namespace) -> None:
 def cmd_sampler(args: argparse.Namespace) -> None:
     import torch
 
-    from agents.policies import make_policy
+    from meta_rl.agents.policies import make_policy
+    from meta_rl.builders import build_sampler
     from meta_rl.functional import expand_to_tasks, policy_params
     from meta_rl.perf import configure_learner, cpu_count
-    from meta_rl.trainer import build_sampler
 
     configure_learner()
     family, (hidden, act) = FAMILIES[args.family], NETS[args.net]
@@ -267,7 +267,7 @@ def run_iterations(spec: dict[str, Any]) -> dict[str, Any]:
         perf.tune_malloc()
     import torch
 
-    import meta_rl.maml as maml
+    import meta_rl.algorithms.maml_trpo as maml
     from meta_rl.trainer import MetaTrainer
 
     torch.set_num_threads(spec["threads"] or perf.cpu_count())

@@ -1,15 +1,15 @@
 """Task families: Gymnasium envs whose reward depends on a task drawn from a distribution.
 
 Importing this package registers every family under the `MetaRL/` namespace, so
-`gymnasium.make("envs:MetaRL/Navigation2D-v0")` works without importing `envs` first.
+`gymnasium.make("meta_rl.envs:MetaRL/Navigation2D-v0")` works without importing `envs` first.
 """
 
 from __future__ import annotations
 
 from gymnasium.envs.registration import register
 
-from envs.base import Task, TaskEnv
-from envs.distributions import DirectionTasks, GoalPositionTasks, GoalVelocityTasks
+from meta_rl.envs.base import Task, TaskEnv
+from meta_rl.envs.distributions import DirectionTasks, GoalPositionTasks, GoalVelocityTasks
 
 __all__ = [
     "FAMILY_IDS",
@@ -21,16 +21,21 @@ __all__ = [
 ]
 
 _FAMILIES: list[tuple[str, str, int, dict]] = [
-    ("Navigation2D-v0", "envs.navigation:Navigation2DEnv", 100, {}),
-    ("HalfCheetahVel-v0", "envs.half_cheetah:HalfCheetahVelEnv", 200, {}),
-    ("HalfCheetahDir-v0", "envs.half_cheetah:HalfCheetahDirEnv", 200, {}),
-    ("AntVel-v0", "envs.ant:AntVelEnv", 200, {}),
-    ("AntDir-v0", "envs.ant:AntDirEnv", 200, {}),
-    ("AntGoal-v0", "envs.ant:AntGoalEnv", 200, {}),
-    ("Bandit-K5-v0", "envs.bandit:BernoulliBanditEnv", 10, {"k": 5}),
-    ("Bandit-K10-v0", "envs.bandit:BernoulliBanditEnv", 10, {"k": 10}),
-    ("Bandit-K50-v0", "envs.bandit:BernoulliBanditEnv", 10, {"k": 50}),
-    ("TabularMDP-v0", "envs.tabular_mdp:TabularMDPEnv", 10, {"num_states": 10, "num_actions": 5}),
+    ("Navigation2D-v0", "meta_rl.envs.navigation:Navigation2DEnv", 100, {}),
+    ("HalfCheetahVel-v0", "meta_rl.envs.half_cheetah:HalfCheetahVelEnv", 200, {}),
+    ("HalfCheetahDir-v0", "meta_rl.envs.half_cheetah:HalfCheetahDirEnv", 200, {}),
+    ("AntVel-v0", "meta_rl.envs.ant:AntVelEnv", 200, {}),
+    ("AntDir-v0", "meta_rl.envs.ant:AntDirEnv", 200, {}),
+    ("AntGoal-v0", "meta_rl.envs.ant:AntGoalEnv", 200, {}),
+    ("Bandit-K5-v0", "meta_rl.envs.bandit:BernoulliBanditEnv", 10, {"k": 5}),
+    ("Bandit-K10-v0", "meta_rl.envs.bandit:BernoulliBanditEnv", 10, {"k": 10}),
+    ("Bandit-K50-v0", "meta_rl.envs.bandit:BernoulliBanditEnv", 10, {"k": 50}),
+    (
+        "TabularMDP-v0",
+        "meta_rl.envs.tabular_mdp:TabularMDPEnv",
+        10,
+        {"num_states": 10, "num_actions": 5},
+    ),
 ]
 
 #: Every family registered by this package, e.g. "MetaRL/AntGoal-v0".

@@ -15,9 +15,9 @@ import numpy as np
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.utils import EzPickle
 
-from envs.base import TaskEnv
-from envs.distributions import DirectionTasks, GoalPositionTasks, GoalVelocityTasks
-from envs.mujoco_model import SharedModelMixin
+from meta_rl.envs.base import TaskEnv
+from meta_rl.envs.distributions import DirectionTasks, GoalPositionTasks, GoalVelocityTasks
+from meta_rl.envs.mujoco_model import SharedModelMixin
 
 _ANT_DEFAULTS: dict[str, Any] = {
     "ctrl_cost_weight": 0.005,

@@ -83,7 +83,7 @@ class TaskEnv(gym.Env, EzPickle, metaclass=ABCMeta):
 
     Subclasses set `self.task_space` and a default `self.task` in `__init__`, and implement
     `sample_tasks` and `_apply_task` (or inherit all four from a distribution in
-    `envs.distributions`). `task` is a property of the *base env* (not of a wrapper)
+    `meta_rl.envs.distributions`). `task` is a property of the *base env* (not of a wrapper)
     and never raises `AttributeError`: `Wrapper.set_wrapper_attr` sets an attribute on the
     first layer that `hasattr` it, so this is what makes `vec_env.set_attr("task", tasks)` reach
     each sub-env's own env instead of silently creating an attribute on the outer wrapper.

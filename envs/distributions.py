@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from envs.base import Task, TaskEnv
+from meta_rl.envs.base import Task, TaskEnv
 
 
 class GoalVelocityTasks(TaskEnv):

@@ -8,8 +8,8 @@ import numpy as np
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.utils import EzPickle
 
-from envs.distributions import DirectionTasks, GoalVelocityTasks
-from envs.mujoco_model import SharedModelMixin
+from meta_rl.envs.distributions import DirectionTasks, GoalVelocityTasks
+from meta_rl.envs.mujoco_model import SharedModelMixin
 
 
 class HalfCheetahVelEnv(GoalVelocityTasks, SharedModelMixin, HalfCheetahEnv):

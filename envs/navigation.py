@@ -8,7 +8,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import EzPickle
 
-from envs.distributions import GoalPositionTasks
+from meta_rl.envs.distributions import GoalPositionTasks
 
 
 class Navigation2DEnv(GoalPositionTasks):

@@ -8,7 +8,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import EzPickle
 
-from envs.base import Task, TaskEnv
+from meta_rl.envs.base import Task, TaskEnv
 
 
 class TabularMDPEnv(TaskEnv):

@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.utils.env_checker import check_env
 
-from envs.base import TaskEnv, task_to_arrays
+from meta_rl.envs.base import TaskEnv, task_to_arrays
 
 __all__ = ["TaskEnvError", "check_task_env"]
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from meta_rl.builders import build_policy
 from meta_rl.checkpoint import load_checkpoint
 from meta_rl.config import Config, load_config
 from meta_rl.evaluation import (
@@ -32,8 +33,8 @@ from meta_rl.evaluation import (
     learner_curve,
     make_eval_sampler,
 )
-from meta_rl.sampler import VectorSampler
-from meta_rl.trainer import build_policy, train
+from meta_rl.samplers import VectorSampler
+from meta_rl.trainer import train
 
 ROOT = Path(__file__).parent
 CONFIGS = ROOT / "configs"

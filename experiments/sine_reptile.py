@@ -20,8 +20,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from meta_rl.algorithms.reptile import Reptile, ReptileSettings
 from meta_rl.functional import Params, policy_params
-from meta_rl.reptile import Reptile, ReptileSettings
 
 
 def sample_tasks(n: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from agents.baseline import LinearFeatureBaseline, explained_variance
-from agents.pg import discounted_returns, gae, normalize_advantages, reinforce_loss
+from meta_rl.agents.baseline import LinearFeatureBaseline, explained_variance
+from meta_rl.agents.pg import discounted_returns, gae, normalize_advantages, reinforce_loss
 from meta_rl.episodes import Episodes
 from meta_rl.functional import Params, task_log_probs
 

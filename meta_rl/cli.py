@@ -138,7 +138,7 @@ def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
         if args.resume is None and args.config is None:
             parser.error("train: give a CONFIG file, or --resume RUN_DIR")
     elif args.command == "envs" and args.rollouts is not None and args.rollouts < 1:
-        parser.error("envs: --rollouts must be >= 1")
+        parser.error("meta_rl.envs: --rollouts must be >= 1")
     elif args.command == "evaluate":
         for name, value, low in (
             ("--tasks", args.tasks, 2),  # a confidence interval needs two tasks
@@ -186,7 +186,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _envs(args: argparse.Namespace) -> int:
-    catalog = importlib.import_module("envs.catalog")
+    catalog = importlib.import_module("meta_rl.envs.catalog")
     print(catalog.family_table())
     if args.rollouts:
         ids = catalog.family_ids()
@@ -247,13 +247,18 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    try:
-        benchmarks = importlib.import_module("benchmarks.__main__")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("benchmarks", "benchmarks.__main__"):
-            raise
-        print("meta-rl: error: bench needs the repository checkout on sys.path", file=sys.stderr)
+    """Run ``benchmarks/`` of the source checkout this package was installed from (editable)."""
+    checkout = Path(__file__).resolve().parents[1]
+    if not (checkout / "benchmarks" / "__main__.py").is_file():
+        print(
+            "meta-rl: error: bench needs a source checkout (pip install -e .): "
+            f"no benchmarks/ next to {checkout / 'meta_rl'}",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
+    if str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+    benchmarks = importlib.import_module("benchmarks.__main__")
     try:
         return benchmarks.main(args.bench_args or ["--help"])
     except SystemExit as exc:  # argparse inside the benchmarks: --help or a usage error

@@ -486,9 +486,9 @@ def _check_env(env: EnvConfig) -> None:
     import gymnasium
 
     try:
-        importlib.import_module("envs")
+        importlib.import_module("meta_rl.envs")
     except ModuleNotFoundError as exc:
-        if exc.name != "envs":
+        if exc.name != "meta_rl.envs":
             raise
     module, _, env_id = env.id.rpartition(":")
     if module:  # gymnasium.make("module:Id") imports `module` first; mirror that

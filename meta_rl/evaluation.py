@@ -35,9 +35,9 @@ import numpy as np
 from torch import nn
 
 from meta_rl.adaptation import AdvantageEstimator, InnerBatch, adapt, detached
+from meta_rl.builders import advantage_estimator
 from meta_rl.functional import Params, expand_to_tasks, policy_params
-from meta_rl.sampler import Sampler, VectorSampler
-from meta_rl.trainer import advantage_estimator
+from meta_rl.samplers import Sampler, VectorSampler
 
 EVAL_SPAWN_KEY = 0x6D657461_74657374  # b"metatest": the held-out stream's spawn key
 EVAL_DIR = "eval"
@@ -248,7 +248,7 @@ def learner_curve(
     every method; a Reptile initialisation is meant for its own inner optimiser, so this curve
     is what Reptile promises. Same tasks and sampler stream as every other curve.
     """
-    from meta_rl.trainer import build_meta_learner
+    from meta_rl.builders import build_meta_learner
 
     start = time.perf_counter()
     sampler.set_rng_state(sampler_state)
@@ -324,9 +324,9 @@ def evaluate_run(
     Writes ``adaptation.csv``, ``adaptation.json``, ``adaptation.png`` and TensorBoard scalars
     to ``out_dir`` (default ``RUN_DIR/eval``). SB3 baselines are trained once and cached as
     ``<baseline_cache>/<name>.zip`` (default: ``out_dir``); ``baseline_overrides`` replaces
-    fields of their ``agents.pretrained.PPOBaselineSpec`` (``n_envs``, ``ppo_kwargs``, ...).
+    fields of their ``meta_rl.agents.pretrained.PPOBaselineSpec`` (``n_envs``, ``ppo_kwargs``, ...).
     """
-    from meta_rl.trainer import build_policy
+    from meta_rl.builders import build_policy
 
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / EVAL_DIR
@@ -397,7 +397,7 @@ def evaluate_baseline(
     overrides: Mapping[str, Any] | None = None,
 ) -> AdaptationCurve:
     """One baseline's curve on the same tasks, sampler stream and step sizes as the run."""
-    from meta_rl.trainer import build_policy
+    from meta_rl.builders import build_policy
 
     estimator = advantage_estimator(config)
     if name == "random":
@@ -407,7 +407,7 @@ def evaluate_baseline(
         return curve
     if name not in ("pretrained", "oracle"):
         raise ValueError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
-    from agents.pretrained import PPOBaselineSpec, load_or_train_ppo_baseline, oracle_env_id
+    from meta_rl.agents.pretrained import PPOBaselineSpec, load_or_train_ppo_baseline, oracle_env_id
 
     oracle = name == "oracle"
     spec = PPOBaselineSpec(

@@ -5,8 +5,8 @@ The meta-learners never look inside a policy: they evaluate it through
 leading task dimension. That is the "model-agnostic" claim made literal: any ``nn.Module``
 whose ``forward(obs)`` returns a ``torch.distributions.Distribution`` works unchanged.
 One exception, for speed only: the paper's policy (a plain ``GaussianMLPPolicy``) with
-per-task parameters runs as batched matrix products (``meta_rl.analytic``), giving the same
-distributions as the generic path without vmap's per-call overhead.
+per-task parameters runs as batched matrix products (``meta_rl.algorithms.closed_form``), giving
+the same distributions as the generic path without vmap's per-call overhead.
 
 Recurrent policies (the protocol in ``agents/recurrent.py``) work too: the functions below that
 take whole ``obs`` read each task's first remaining dim as time and run the sequence from the
@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, kl_divergence
 from torch.func import functional_call, vmap
 
-from agents.recurrent import is_recurrent
-from meta_rl import analytic
+from meta_rl.agents.recurrent import is_recurrent
+from meta_rl.algorithms import closed_form
 
 Params = dict[str, Tensor]
 
@@ -85,8 +85,8 @@ def task_distribution(
         shared = shared_params(params)
         if shared is not None:
             return _one_call_for_all_tasks(policy, shared, obs, task_dim)
-        if analytic.is_plain_gaussian_mlp(policy):
-            return analytic.task_distribution(policy, params, obs, task_dim)
+        if closed_form.is_plain_gaussian_mlp(policy):
+            return closed_form.task_distribution(policy, params, obs, task_dim)
     rebuild: list[Callable[[list[Tensor]], Distribution]] = []
 
     def leaves(task_params: Params, task_obs: Tensor) -> tuple[Tensor, ...]:

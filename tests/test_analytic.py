@@ -1,5 +1,5 @@
-"""meta_rl.analytic: closed-form MLP derivatives give autograd's numbers, and MAML-TRPO uses them
-only where they apply."""
+"""meta_rl.algorithms.closed_form: closed-form MLP derivatives give autograd's numbers, and
+MAML-TRPO uses them only where they apply."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from agents.policies import CategoricalMLPPolicy, GaussianMLPPolicy
-from meta_rl import analytic
 from meta_rl.adaptation import InnerBatch, adapt
+from meta_rl.agents.policies import CategoricalMLPPolicy, GaussianMLPPolicy
+from meta_rl.algorithms import closed_form
+from meta_rl.algorithms.maml_trpo import MAMLTRPO, MAMLTRPOSettings
+from meta_rl.algorithms.trpo import flat
 from meta_rl.functional import policy_params
-from meta_rl.maml import MAMLTRPO, MAMLTRPOSettings
-from meta_rl.trpo import flat
 
 from fakes import random_episodes
 
@@ -122,14 +122,14 @@ def test_trpo_step_is_the_same_with_either_derivatives(steps, subsample):
     policy = make_policy("tanh")
     inner, valid, advantages = make_batches(steps)
     results = []
-    for closed_form in (True, False):
+    for use_closed_form in (True, False):
         module = copy.deepcopy(policy)
         settings = MAMLTRPOSettings(
             inner_lr=0.3,
             cg_damping=0.1,
             task_chunk=2,
             fisher_subsample=subsample,
-            analytic=closed_form,
+            analytic=use_closed_form,
         )
         stats = MAMLTRPO(module, settings).step(inner, valid, advantages)
         results.append((stats, flat([p.detach() for p in module.parameters()])))
@@ -142,18 +142,18 @@ def test_trpo_step_is_the_same_with_either_derivatives(steps, subsample):
 
 
 def test_supports_only_plain_gaussian_mlps_with_known_activations():
-    assert analytic.supports(make_policy("tanh"))
-    assert analytic.supports(make_policy("relu", hidden=(7,)))
-    assert not analytic.supports(make_policy("elu"))  # no closed form written: autograd
-    assert not analytic.supports(CategoricalMLPPolicy(OBS, 3))
+    assert closed_form.supports(make_policy("tanh"))
+    assert closed_form.supports(make_policy("relu", hidden=(7,)))
+    assert not closed_form.supports(make_policy("elu"))  # no closed form written: autograd
+    assert not closed_form.supports(CategoricalMLPPolicy(OBS, 3))
 
     class Squashed(GaussianMLPPolicy):  # a subclass may change forward()
         pass
 
-    assert not analytic.supports(Squashed(OBS, ACT))
+    assert not closed_form.supports(Squashed(OBS, ACT))
     frozen = make_policy("tanh")
     frozen.log_std.requires_grad_(False)
-    assert not analytic.supports(frozen)
+    assert not closed_form.supports(frozen)
     assert not MAMLTRPO(
         make_policy("tanh"), MAMLTRPOSettings(fvp="double_backward")
     )._uses_analytic()
@@ -175,7 +175,7 @@ def test_inner_step_equals_adapt(activation):
     inner, _, _ = make_batches(1)
     params = {k: v.requires_grad_(True) for k, v in per_task(policy).items()}
     want = adapt(policy, params, inner[0], lr=0.3, create_graph=False)
-    got = analytic.inner_step(policy, params, inner[0], lr=0.3)
+    got = closed_form.inner_step(policy, params, inner[0], lr=0.3)
     assert list(got) == list(want)
     for name in want:
         torch.testing.assert_close(got[name], want[name].detach(), rtol=1e-12, atol=1e-12)
@@ -187,7 +187,7 @@ def test_task_distribution_equals_vmapped_functional_call(task_dim):
     params = per_task(policy)
     obs = torch.randn(T, N, E, OBS, dtype=torch.float64).movedim(1, task_dim)
     with torch.no_grad():
-        got = analytic.task_distribution(policy, params, obs, task_dim)
+        got = closed_form.task_distribution(policy, params, obs, task_dim)
     for task in range(N):
         own = {k: v[task] for k, v in params.items()}
         want = functional_call(policy, own, (obs.select(task_dim, task),))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.baseline import LinearFeatureBaseline, explained_variance
+from meta_rl.agents.baseline import LinearFeatureBaseline, explained_variance
 
 
 def make_batch(T: int = 12, N: int = 3, E: int = 4, D: int = 2, seed: int = 0):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-import envs  # noqa: F401  (registers the families)
-from agents.pretrained import (
+import meta_rl.envs  # noqa: F401  (registers the families)
+from meta_rl.agents.pretrained import (
     PPOBaselineSpec,
     RandomTaskWrapper,
     TaskObservationWrapper,
@@ -21,7 +21,7 @@ from agents.pretrained import (
     train_ppo_baseline,
 )
 from meta_rl.functional import expand_to_tasks, policy_params
-from meta_rl.sampler import VectorSampler
+from meta_rl.samplers import VectorSampler
 
 NAV = "MetaRL/Navigation2D-v0"
 CHEETAH_DIR = "MetaRL/HalfCheetahDir-v0"

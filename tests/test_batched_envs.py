@@ -14,10 +14,15 @@ from gymnasium.utils import seeding
 from torch import nn
 from torch.distributions import Categorical
 
-from agents.policies import make_policy
-from meta_rl.batched_envs import BatchedBandit, BatchedTabularMDP, TorchSampler, batched_env
+from meta_rl.agents.policies import make_policy
 from meta_rl.functional import expand_to_tasks, policy_params
-from meta_rl.sampler import VectorSampler
+from meta_rl.samplers import VectorSampler
+from meta_rl.samplers.torch_native import (
+    BatchedBandit,
+    BatchedTabularMDP,
+    TorchSampler,
+    batched_env,
+)
 
 
 def _shared_params(policy: nn.Module, num_tasks: int):
@@ -128,5 +133,5 @@ def test_families_without_a_torch_version_are_refused_by_name():
 
 
 def test_import_envs_stays_torch_free():
-    code = "import sys, envs; assert 'torch' not in sys.modules, 'envs imported torch'"
+    code = "import sys, meta_rl.envs; assert 'torch' not in sys.modules, 'envs imported torch'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

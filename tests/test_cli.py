@@ -211,7 +211,7 @@ def test_envs_prints_table_and_random_returns(monkeypatch, capsys):
         family_ids=lambda: ["MetaRL/A-v0", "MetaRL/Longer-v0"],
         random_policy_return=random_policy_return,
     )
-    monkeypatch.setitem(sys.modules, "envs.catalog", catalog)
+    monkeypatch.setitem(sys.modules, "meta_rl.envs.catalog", catalog)
     assert main(["envs"]) == 0
     assert capsys.readouterr().out == "TABLE\n"
     assert calls == []

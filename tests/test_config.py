@@ -413,7 +413,7 @@ def test_env_kwargs_checked_through_forwarding_constructors(entry_point, kwargs,
 
 
 def test_real_family_kwargs_are_checked_without_building_it():
-    pytest.importorskip("envs")
+    pytest.importorskip("meta_rl.envs")
     if "MetaRL/HalfCheetahVel-v0" not in gymnasium.envs.registry:
         pytest.skip("HalfCheetahVel not registered")
     data = {"env": {"id": "MetaRL/HalfCheetahVel-v0"}}

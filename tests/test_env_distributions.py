@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from envs import DirectionTasks, GoalPositionTasks, GoalVelocityTasks
-from envs.ant import AntDirEnv, AntGoalEnv, AntVelEnv
-from envs.half_cheetah import HalfCheetahDirEnv, HalfCheetahVelEnv
-from envs.navigation import Navigation2DEnv
+from meta_rl.envs import DirectionTasks, GoalPositionTasks, GoalVelocityTasks
+from meta_rl.envs.ant import AntDirEnv, AntGoalEnv, AntVelEnv
+from meta_rl.envs.half_cheetah import HalfCheetahDirEnv, HalfCheetahVelEnv
+from meta_rl.envs.navigation import Navigation2DEnv
 
 _DIRECTIONS = [{"direction": d} for d in (1, 1, 1, -1)]
 _RECORDED = {

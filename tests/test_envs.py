@@ -8,8 +8,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import envs
-from envs.base import TaskEnv
+from meta_rl import envs
+from meta_rl.envs.base import TaskEnv
 
 
 def make(env_id: str, **kwargs) -> gym.Env:

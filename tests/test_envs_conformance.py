@@ -14,10 +14,10 @@ import pytest
 from gymnasium import spaces
 from gymnasium.utils import EzPickle
 
-import envs
-from envs import TaskEnv
-from envs.catalog import family_table, random_policy_return
-from envs.testing import TaskEnvError, check_task_env
+from meta_rl import envs
+from meta_rl.envs import TaskEnv
+from meta_rl.envs.catalog import family_table, random_policy_return
+from meta_rl.envs.testing import TaskEnvError, check_task_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,10 +30,10 @@ def test_every_registered_family_passes_the_kit(env_id):
 def test_make_with_module_prefix_in_a_fresh_process():
     code = (
         "import sys, gymnasium as gym\n"
-        "assert 'envs' not in sys.modules\n"
+        "assert 'meta_rl.envs' not in sys.modules\n"
         f"ids = {list(envs.FAMILY_IDS)!r}\n"
         "for env_id in ids:\n"
-        "    env = gym.make('envs:' + env_id)\n"
+        "    env = gym.make('meta_rl.envs:' + env_id)\n"
         "    env.reset(seed=0)\n"
         "    env.step(env.action_space.sample())\n"
         "print(len(ids))\n"

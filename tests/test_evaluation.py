@@ -14,6 +14,7 @@ from PIL import Image
 
 import meta_rl.evaluation as evaluation
 from meta_rl.adaptation import InnerBatch, adapt, detached
+from meta_rl.builders import build_policy
 from meta_rl.checkpoint import save_checkpoint
 from meta_rl.cli import main
 from meta_rl.config import config_from_dict, save_config
@@ -30,8 +31,7 @@ from meta_rl.evaluation import (
     student_t_quantile,
 )
 from meta_rl.functional import expand_to_tasks, policy_params
-from meta_rl.sampler import VectorSampler
-from meta_rl.trainer import build_policy
+from meta_rl.samplers import VectorSampler
 
 NAV = "MetaRL/Navigation2D-v0"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

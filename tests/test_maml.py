@@ -7,6 +7,8 @@ import torch
 from torch.func import functional_call
 
 from meta_rl.adaptation import InnerBatch, adapt
+from meta_rl.algorithms.maml_trpo import MAMLTRPO, MAMLTRPOSettings, task_masked_mean
+from meta_rl.algorithms.trpo import conjugate_gradient, double_backward_fvp, flat, unflat
 from meta_rl.episodes import Episodes
 from meta_rl.functional import (
     expand_to_tasks,
@@ -14,8 +16,6 @@ from meta_rl.functional import (
     task_kl,
     task_log_probs,
 )
-from meta_rl.maml import MAMLTRPO, MAMLTRPOSettings, task_masked_mean
-from meta_rl.trpo import conjugate_gradient, double_backward_fvp, flat, unflat
 
 from fakes import TinyGaussian, random_episodes
 
@@ -211,8 +211,8 @@ def test_rejected_line_search_leaves_parameters_untouched(problem):
 def test_closed_form_gaussian_kl_hessian_equals_autograd(independent):
     from torch.distributions import Independent, Normal
 
+    from meta_rl.algorithms.trpo import _autograd_kl_hessian, kl_hessian
     from meta_rl.functional import flatten_distribution
-    from meta_rl.trpo import _autograd_kl_hessian, kl_hessian
 
     gen = torch.Generator().manual_seed(6)
     loc = torch.randn(T, N, E, ACT, generator=gen, dtype=torch.float64)

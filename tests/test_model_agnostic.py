@@ -10,17 +10,17 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-import envs  # noqa: F401  (registers the families)
-from agents.policies import make_policy
-from agents.recurrent import GRUPolicy
-from agents.sb3 import SB3Actor, make_sb3_policy
+import meta_rl.envs  # noqa: F401  (registers the families)
 from meta_rl.adaptation import AdvantageEstimator, InnerBatch, adapt
+from meta_rl.agents.policies import make_policy
+from meta_rl.agents.recurrent import GRUPolicy
+from meta_rl.agents.sb3 import SB3Actor, make_sb3_policy
+from meta_rl.algorithms.maml_trpo import MAMLTRPO, MAMLTRPOLearner, MAMLTRPOSettings
+from meta_rl.algorithms.reptile import ReptileLearner, ReptileSettings
+from meta_rl.algorithms.trpo import flat, unflat
 from meta_rl.episodes import Episodes
 from meta_rl.functional import expand_to_tasks, policy_params, task_log_probs
-from meta_rl.maml import MAMLTRPO, MAMLTRPOLearner, MAMLTRPOSettings
-from meta_rl.reptile import ReptileLearner, ReptileSettings
-from meta_rl.sampler import VectorSampler, observation_dim
-from meta_rl.trpo import flat, unflat
+from meta_rl.samplers import VectorSampler, observation_dim
 
 from fakes import random_episodes
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from agents.policies import make_policy
+from meta_rl.agents.policies import make_policy
 from meta_rl.functional import policy_params
-from meta_rl.parallel_sampler import ProcessSampler, SamplerWorkerError
-from meta_rl.sampler import VectorSampler
+from meta_rl.samplers import VectorSampler
+from meta_rl.samplers.process import ProcessSampler, SamplerWorkerError
 
 NAV = "MetaRL/Navigation2D-v0"
 
@@ -81,9 +81,9 @@ _SCRIPT = textwrap.dedent(
     """
     import os, signal, sys, time
     import torch
-    from agents.policies import make_policy
+    from meta_rl.agents.policies import make_policy
     from meta_rl.functional import expand_to_tasks, policy_params
-    from meta_rl.parallel_sampler import ProcessSampler
+    from meta_rl.samplers.process import ProcessSampler
 
     sampler = ProcessSampler("MetaRL/Navigation2D-v0", 2, 2, seed=0, max_episode_steps=3,
                              num_workers=2)

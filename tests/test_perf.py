@@ -11,13 +11,13 @@ import textwrap
 import pytest
 import torch
 
-from agents.policies import CategoricalMLPPolicy
 from meta_rl import perf
 from meta_rl.adaptation import InnerBatch
+from meta_rl.agents.policies import CategoricalMLPPolicy
+from meta_rl.algorithms.maml_trpo import MAMLTRPO, MAMLTRPOSettings, task_masked_mean
+from meta_rl.algorithms.trpo import flat
 from meta_rl.episodes import Episodes
 from meta_rl.functional import policy_params, task_kl
-from meta_rl.maml import MAMLTRPO, MAMLTRPOSettings, task_masked_mean
-from meta_rl.trpo import flat
 
 from fakes import TinyGaussian, random_episodes
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from agents.pg import (
+from meta_rl.agents.pg import (
     discounted_returns,
     gae,
     masked_task_mean,

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from agents.policies import (
+from meta_rl.agents.policies import (
     ACTIVATIONS,
     CategoricalMLPPolicy,
     GaussianMLPPolicy,
@@ -332,5 +332,11 @@ def test_make_policy_rejects_unsupported_spaces(obs_space, act_space, bad):
 
 
 def test_agents_does_not_import_meta_rl():
-    code = "import sys, agents; sys.exit('meta_rl' in sys.modules)"
+    """Imports flow meta_rl -> agents -> envs: agents pulls in no learner, sampler or trainer."""
+    code = (
+        "import sys, meta_rl.agents\n"
+        "inner = ('meta_rl', 'meta_rl.agents', 'meta_rl.envs')\n"
+        "sys.exit(any(m.startswith('meta_rl') and not m.startswith(inner[1:]) and m not in inner"
+        " for m in sys.modules))"
+    )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import envs
+from meta_rl import envs
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

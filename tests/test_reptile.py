@@ -11,13 +11,13 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from agents.pg import ppo_clip_loss, reinforce_loss
-from agents.policies import GaussianMLPPolicy
 from meta_rl.adaptation import AdvantageEstimator
+from meta_rl.agents.pg import ppo_clip_loss, reinforce_loss
+from meta_rl.agents.policies import GaussianMLPPolicy
+from meta_rl.algorithms.reptile import Reptile, ReptileLearner, ReptileSettings
 from meta_rl.checkpoint import find_latest, load_checkpoint
 from meta_rl.config import load_config
 from meta_rl.episodes import Episodes
-from meta_rl.reptile import Reptile, ReptileLearner, ReptileSettings
 from meta_rl.trainer import train
 
 CI_CONFIG = Path(__file__).parents[1] / "experiments" / "configs" / "reptile_navigation2d_ci.yaml"

@@ -8,14 +8,14 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from agents.policies import CategoricalMLPPolicy, GaussianMLPPolicy
+from meta_rl.agents.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 from meta_rl.functional import (
     expand_to_tasks,
     flatten_distribution,
     policy_params,
     task_distribution,
 )
-from meta_rl.sampler import VectorSampler
+from meta_rl.samplers import VectorSampler
 
 
 class CountingPolicy(nn.Module):
@@ -157,7 +157,7 @@ def test_shared_parameters_run_as_one_plain_call_with_the_same_distribution(poli
     """Sampling the pre-adaptation batch skips vmap: one call on [tasks * rows, dim] inputs.
 
     Per-task parameters go through vmap (one call), except for a plain Gaussian MLP, whose
-    tasks run as batched matrix products (meta_rl.analytic) without calling the module.
+    tasks run as batched matrix products (algorithms.closed_form) without calling the module.
     """
     gen = torch.Generator().manual_seed(3)
     policy = policy_cls(4, 3, hidden_sizes=(8,), generator=gen).double()

@@ -10,12 +10,12 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_checker import check_env
 from torch.func import functional_call
 
-import envs  # noqa: F401  (registers the families)
-from agents.sb3 import SB3Actor, SB3InnerLearner, make_sb3_policy
+import meta_rl.envs  # noqa: F401  (registers the families)
 from meta_rl.adaptation import AdvantageEstimator
+from meta_rl.agents.sb3 import SB3Actor, SB3InnerLearner, make_sb3_policy
+from meta_rl.algorithms.reptile import ReptileLearner, ReptileSettings
 from meta_rl.functional import policy_params
-from meta_rl.reptile import ReptileLearner, ReptileSettings
-from meta_rl.sampler import VectorSampler, encode_observations
+from meta_rl.samplers import VectorSampler, encode_observations
 
 NAV = "MetaRL/Navigation2D-v0"
 FAMILIES = [

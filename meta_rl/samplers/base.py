@@ -1,4 +1,4 @@
-"""Batched episode sampler: all sub-envs of all tasks stepped together, policy once per step."""
+"""What every sampler shares: the ``Sampler`` interface, seeding, episode arrays, the rollout."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-import envs  # noqa: F401  (registers the MetaRL/ families with Gymnasium)
-from agents.recurrent import is_recurrent
+import meta_rl.envs  # noqa: F401  (registers the MetaRL/ families with Gymnasium)
+from meta_rl.agents.recurrent import is_recurrent
 from meta_rl.episodes import Episodes
 from meta_rl.functional import Params, shared_as_views, task_distribution, task_step
 
@@ -232,33 +232,3 @@ class Sampler(ABC):
 
     def close(self) -> None:
         self._env.close()
-
-
-class VectorSampler(Sampler):
-    """In-process sampler over ``num_tasks * episodes_per_task`` sub-envs.
-
-    Envs are created once and re-tasked through ``set_wrapper_attr("task", ...)`` (what
-    ``VectorEnv.set_attr`` does), never re-created. It keeps a plain list instead of
-    Gymnasium's ``SyncVectorEnv`` because a meta-RL batch wants exactly one episode per sub-env:
-    finished sub-envs must stop (SyncVectorEnv either auto-resets or refuses to step them) and
-    per-step ``info`` aggregation is pure overhead here.
-    """
-
-    def __init__(self, env_id: str, num_tasks: int, episodes_per_task: int, **kwargs: Any) -> None:
-        super().__init__(env_id, num_tasks, episodes_per_task, **kwargs)
-        self.envs = [self.make_env() for _ in range(self.batch_size)]
-
-    def sample(
-        self, policy: nn.Module, params: Params, tasks: Sequence[dict[str, Any]]
-    ) -> Episodes:
-        reset_seeds, torch_seed = self.phase_seeds(tasks)
-        arrays = self.empty_arrays()
-        rollout(
-            self.envs, arrays, 0, policy, params, tasks, reset_seeds, torch_seed, device=self.device
-        )
-        return arrays_to_episodes(arrays, self.num_tasks, self.episodes_per_task, self.device)
-
-    def close(self) -> None:
-        super().close()
-        for env in self.envs:
-            env.close()

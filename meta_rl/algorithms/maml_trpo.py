@@ -10,21 +10,11 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, kl_divergence
 
-from agents.pg import masked_task_mean
-from meta_rl import analytic
 from meta_rl.adaptation import AdvantageEstimator, InnerBatch, adapt, adapt_steps, detached
-from meta_rl.base import MetaLearner
-from meta_rl.episodes import Episodes
-from meta_rl.functional import (
-    Params,
-    expand_to_tasks,
-    flatten_distribution,
-    policy_params,
-    task_distribution,
-    task_log_probs,
-)
-from meta_rl.sampler import Sampler
-from meta_rl.trpo import (
+from meta_rl.agents.pg import masked_task_mean
+from meta_rl.algorithms import closed_form
+from meta_rl.algorithms.base import MetaLearner
+from meta_rl.algorithms.trpo import (
     AutogradJacobian,
     Jacobian,
     backtracking_line_search,
@@ -34,6 +24,16 @@ from meta_rl.trpo import (
     gauss_newton_fvp,
     unflat,
 )
+from meta_rl.episodes import Episodes
+from meta_rl.functional import (
+    Params,
+    expand_to_tasks,
+    flatten_distribution,
+    policy_params,
+    task_distribution,
+    task_log_probs,
+)
+from meta_rl.samplers.base import Sampler
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class MAMLTRPOSettings:
     task_chunk: int = 10  # tasks per meta-gradient / Fisher graph (0: all); same math, faster
     # Fisher on every round(1 / fisher_subsample)-th step, inner and post-adaptation (1: exact)
     fisher_subsample: float = 1.0
-    # closed-form derivatives (meta_rl.analytic) when the policy is a plain GaussianMLPPolicy
+    # closed-form derivatives (algorithms.closed_form) when the policy is a plain GaussianMLPPolicy
     analytic: bool = True
 
 
@@ -184,10 +184,10 @@ class MAMLTRPO:
         line-search candidate costs one policy evaluation, not three.
 
         Tasks go in chunks: each chunk's adapted policies and their Jacobian (an autograd
-        graph, or the closed form of ``meta_rl.analytic``) serve both its share of the gradient
-        and its Fisher products, and a few tasks' temporaries stay in cache. Sums over chunks
-        are the full-batch quantities, since the surrogate and the KL are means over tasks.
-        With ``fisher_subsample < 1`` the Fisher gets Jacobians of its own
+        graph, or the closed form of ``meta_rl.algorithms.closed_form``) serve both its share of
+        the gradient and its Fisher products, and a few tasks' temporaries stay in cache. Sums
+        over chunks are the full-batch quantities, since the surrogate and the KL are means over
+        tasks. With ``fisher_subsample < 1`` the Fisher gets Jacobians of its own
         (``_subsampled_fisher``).
         """
         s = self.settings
@@ -262,7 +262,7 @@ class MAMLTRPO:
 
     def _uses_analytic(self) -> bool:
         s = self.settings
-        return s.analytic and s.fvp == "gauss_newton" and analytic.supports(self.policy)
+        return s.analytic and s.fvp == "gauss_newton" and closed_form.supports(self.policy)
 
     def _adapted(
         self, theta: Params, inner: list[InnerBatch], obs: Tensor, final: Params | None = None
@@ -273,11 +273,11 @@ class MAMLTRPO:
         """
         s = self.settings
         if self._uses_analytic():
-            closed_form = analytic.AdaptedGaussianMLP(
+            adapted_mlp = closed_form.AdaptedGaussianMLP(
                 self.policy, theta, inner, obs, s.inner_lr, s.first_order, final
             )
-            leaves, rebuild = flatten_distribution(closed_form.distribution())
-            return _Adapted(closed_form, leaves, rebuild, closed_form.adapted)
+            leaves, rebuild = flatten_distribution(adapted_mlp.distribution())
+            return _Adapted(adapted_mlp, leaves, rebuild, adapted_mlp.adapted)
         params = self.adapted_params(theta, inner, create_graph=True, num_tasks=obs.shape[1])
         if final is not None:
             params = {k: v - v.detach() + final[k] for k, v in params.items()}
@@ -290,7 +290,7 @@ class MAMLTRPO:
     def inner_step(self, params: Params, batch: InnerBatch) -> Params:
         """Per-task parameters after one inner step, values only (sampling needs no graph)."""
         if self._uses_analytic():
-            return analytic.inner_step(self.policy, params, batch, self.settings.inner_lr)
+            return closed_form.inner_step(self.policy, params, batch, self.settings.inner_lr)
         return adapt(self.policy, params, batch, self.settings.inner_lr, create_graph=False)
 
     def _adapted_distribution(
@@ -311,7 +311,7 @@ class MAMLTRPO:
         """One chunk of ``_adapted_distribution``."""
         s = self.settings
         if self._uses_analytic():
-            return analytic.AdaptedGaussianMLP(
+            return closed_form.AdaptedGaussianMLP(
                 self.policy, theta, inner, obs, s.inner_lr, s.first_order
             ).distribution()
         leaves = {k: v.detach().requires_grad_(True) for k, v in theta.items()}

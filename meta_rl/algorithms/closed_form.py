@@ -10,8 +10,8 @@ runs 7x slower than the transposed ones. Measured on Navigation2D (64x64 tanh, 2
 55 ms here, of which ~37 ms are the 16 large matrix products per chunk the math needs.
 
 For the policy of the MAML paper and its ports, a diagonal Gaussian whose mean is an MLP and
-whose log-std is state-independent (``agents.policies.GaussianMLPPolicy``), this module writes
-the same derivatives by hand: forward mode (the R-operator, Pearlmutter 1994) for ``J v`` and
+whose log-std is state-independent (``meta_rl.agents.policies.GaussianMLPPolicy``), this module
+writes the same derivatives by hand: forward mode (the R-operator, Pearlmutter 1994) for ``J v`` and
 the inner-loss Hessian-vector products, reverse mode for ``J^T u``. The activations and
 backward signals of every inner step are computed once per meta-update and reused by every
 product, and the forward passes take the policy's own modules (the fast inference tanh).
@@ -20,7 +20,7 @@ first order, padded episodes and a clamped log-std.
 
 Only the policy is special-cased: the inner loss is the library's ``reinforce_loss`` (its
 per-step weights are taken from it by autograd) and the KL metric stays generic
-(``meta_rl.trpo.gauss_newton_fvp``).
+(``meta_rl.algorithms.trpo.gauss_newton_fvp``).
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from agents.pg import reinforce_loss
-from agents.policies import GaussianMLPPolicy, Tanh, diagonal_gaussian
-from meta_rl.trpo import Vector, flat, unflat
+from meta_rl.agents.pg import reinforce_loss
+from meta_rl.agents.policies import GaussianMLPPolicy, Tanh, diagonal_gaussian
+from meta_rl.algorithms.trpo import Vector, flat, unflat
 
 if TYPE_CHECKING:  # meta_rl.functional imports this module
     from meta_rl.adaptation import InnerBatch
@@ -54,7 +54,7 @@ _CURVATURE: dict[type[nn.Module], tuple[Callable[[Tensor], Tensor], Callable | N
 
 def is_plain_gaussian_mlp(policy: nn.Module) -> bool:
     """A ``GaussianMLPPolicy`` itself (a subclass may change ``forward``), linear layers and
-    activations alternating as ``agents.policies.mlp`` builds them."""
+    activations alternating as ``meta_rl.agents.policies.mlp`` builds them."""
     if type(policy) is not GaussianMLPPolicy:
         return False
     linear = list(policy.mean_net)[0::2]
@@ -292,8 +292,8 @@ class AdaptedGaussianMLP:
 
     ``distribution`` is that of ``task_distribution(policy, adapt_steps(...), obs, 1)``;
     ``jvp`` and ``vjp`` are products with the Jacobian of its parameter tensors (loc, scale),
-    as ``meta_rl.trpo.AutogradJacobian`` would give them from the graph. ``final`` replaces
-    the adapted parameters' values (not their Jacobian), as the subsampled Fisher
+    as ``meta_rl.algorithms.trpo.AutogradJacobian`` would give them from the graph. ``final``
+    replaces the adapted parameters' values (not their Jacobian), as the subsampled Fisher
     (``MAMLTRPO._subsampled_fisher``) needs.
     """
 

@@ -21,10 +21,10 @@ import gymnasium as gym
 import torch
 from torch import Tensor, nn
 
-import envs  # noqa: F401  (registers the MetaRL/ families with Gymnasium)
+import meta_rl.envs  # noqa: F401  (registers the MetaRL/ families with Gymnasium)
 from meta_rl.episodes import Episodes
 from meta_rl.functional import Params, shared_as_views, task_distribution
-from meta_rl.sampler import Sampler
+from meta_rl.samplers.base import Sampler
 
 
 class BatchedEnv(ABC):
@@ -70,7 +70,7 @@ class BatchedNavigation2D(BatchedEnv):
 
 
 class BatchedBandit(BatchedEnv):
-    """``envs.bandit.BernoulliBanditEnv``: reward ``u < means[a]`` with ``u ~ U[0, 1)``."""
+    """``meta_rl.envs.bandit.BernoulliBanditEnv``: reward ``u < means[a]`` with ``u ~ U[0, 1)``."""
 
     def set_tasks(self, tasks: Sequence[dict[str, Any]]) -> None:
         means = [t["means"] for t in tasks]

@@ -12,7 +12,7 @@ from torch import nn
 
 from meta_rl.adaptation import AdvantageEstimator
 from meta_rl.episodes import Episodes
-from meta_rl.sampler import Sampler
+from meta_rl.samplers.base import Sampler
 
 
 class Rollouts(Protocol):

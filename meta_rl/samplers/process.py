@@ -42,11 +42,11 @@ import numpy as np
 import torch
 from torch import nn
 
-import envs  # noqa: F401  (registers the MetaRL/ families with Gymnasium)
+import meta_rl.envs  # noqa: F401  (registers the MetaRL/ families with Gymnasium)
 from meta_rl.episodes import Episodes
 from meta_rl.functional import Params, flatten_distribution
 from meta_rl.perf import configure_worker, cpu_count
-from meta_rl.sampler import (
+from meta_rl.samplers.base import (
     Sampler,
     arrays_to_episodes,
     episode_array_specs,

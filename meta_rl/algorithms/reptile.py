@@ -20,12 +20,12 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from agents.pg import ppo_clip_loss
 from meta_rl.adaptation import AdvantageEstimator, InnerBatch, inner_loss
-from meta_rl.base import MetaLearner
+from meta_rl.agents.pg import ppo_clip_loss
+from meta_rl.algorithms.base import MetaLearner
 from meta_rl.episodes import Episodes
 from meta_rl.functional import Params, policy_params, task_log_probs
-from meta_rl.sampler import Sampler
+from meta_rl.samplers.base import Sampler
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
@@ -144,7 +144,7 @@ class Reptile:
 
 
 class TaskLearner(Protocol):
-    """An inner learner that trains on one task at a time (e.g. ``agents.sb3.SB3InnerLearner``).
+    """An inner learner that trains on one task at a time (``meta_rl.agents.sb3.SB3InnerLearner``).
 
     ``learn(params, task)`` starts from ``params`` (shared theta, no task dim) and returns the
     adapted parameters and the environment steps it used.

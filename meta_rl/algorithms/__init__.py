@@ -1,0 +1,10 @@
+"""Meta-learners and their pieces.
+
+- ``base``: the ``MetaLearner`` interface and its ``IterationReport``.
+- ``maml_trpo``: MAML with a TRPO meta-update (Finn et al. 2017).
+- ``trpo``: conjugate gradient, line search and Fisher-vector products.
+- ``closed_form``: hand-written derivatives of the plain Gaussian MLP policy.
+- ``reptile``: Reptile (Nichol et al. 2018).
+
+Import the submodules directly; this package imports nothing so that each stays cheap.
+"""

@@ -1,0 +1,167 @@
+"""Builders: a run's device, sampler, policy and meta-learner from its config.
+
+Shared by training and evaluation (evaluation must build exactly what training built), and free
+of the training loop so that evaluating a run never imports it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from meta_rl.adaptation import AdvantageEstimator
+from meta_rl.agents.policies import flat_dim, make_policy
+from meta_rl.algorithms.base import MetaLearner
+from meta_rl.algorithms.maml_trpo import MAMLTRPOLearner, MAMLTRPOSettings
+from meta_rl.config import Config, ConfigError
+from meta_rl.samplers import Sampler, VectorSampler
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` means the GPU when there is one; an explicit ``cuda`` without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {name!r} requested but torch sees no CUDA device")
+    return device
+
+
+def build_policy(config: Config, sampler: Sampler, seed: int) -> nn.Module:
+    """The policy for the family's spaces, initialised from its own seeded generator."""
+    if config.policy.kind != "mlp":
+        return _build_other_policy(config, sampler, torch.Generator().manual_seed(seed))
+    policy = make_policy(
+        sampler.observation_space,
+        sampler.action_space,
+        hidden_sizes=tuple(config.policy.hidden_sizes),
+        activation=config.policy.activation,
+        init_std=config.policy.init_std,
+    )
+    policy.reset_parameters(torch.Generator().manual_seed(seed))
+    return policy
+
+
+def _build_other_policy(config: Config, sampler: Sampler, generator: torch.Generator) -> nn.Module:
+    """``policy.kind`` gru or sb3 (imported lazily: SB3 is slow to import)."""
+    pol = config.policy
+    if pol.kind == "sb3":
+        from meta_rl.agents.sb3 import SB3Actor, make_sb3_policy
+
+        sb3 = make_sb3_policy(
+            sampler.observation_space,
+            sampler.action_space,
+            pol.hidden_sizes,
+            pol.activation,
+            pol.init_std,
+            generator,
+        )
+        return SB3Actor(sb3)
+    from meta_rl.agents.recurrent import GRUPolicy
+
+    space = sampler.action_space
+    discrete = isinstance(space, gym.spaces.Discrete)
+    return GRUPolicy(
+        sampler.obs_dim,
+        flat_dim(space, "action"),
+        pol.hidden_sizes,
+        discrete=discrete,
+        activation=pol.activation,
+        init_std=pol.init_std,
+        generator=generator,
+    )
+
+
+def advantage_estimator(config: Config) -> AdvantageEstimator:
+    """The run's advantage estimator (training and evaluation must use the same one)."""
+    algo = config.algo
+    return AdvantageEstimator(algo.gamma, algo.gae_lambda, algo.normalize_advantages)
+
+
+def build_meta_learner(config: Config, policy: nn.Module, sampler: Sampler) -> MetaLearner:
+    """The meta-learner named by ``algo.name``, wired to the policy and sampler."""
+    algo = config.algo
+    advantages = advantage_estimator(config)
+    if algo.name == "maml_trpo":
+        settings = MAMLTRPOSettings(
+            inner_lr=algo.inner_lr,
+            first_order=algo.first_order,
+            max_kl=algo.max_kl,
+            cg_iters=algo.cg_iters,
+            cg_damping=algo.cg_damping,
+            ls_max_steps=algo.ls_max_steps,
+            ls_backtrack_ratio=algo.ls_backtrack_ratio,
+            task_chunk=algo.task_chunk,
+            fisher_subsample=algo.fisher_subsample,
+            analytic=algo.analytic,
+        )
+        return MAMLTRPOLearner(policy, sampler, advantages, settings, algo.num_inner_steps)
+    if algo.name == "reptile":
+        return _build_reptile(config, policy, sampler, advantages)
+    raise ValueError(f"algo.name: unknown meta-learner {algo.name!r}")
+
+
+def _build_reptile(
+    config: Config, policy: nn.Module, sampler: Sampler, advantages: AdvantageEstimator
+) -> MetaLearner:
+    from meta_rl.algorithms.reptile import ReptileLearner, ReptileSettings
+
+    algo = config.algo
+    settings = ReptileSettings(
+        inner_lr=algo.inner_lr,
+        inner_optimizer=algo.inner_optimizer,
+        outer_lr=algo.outer_lr,
+        outer_lr_final=algo.outer_lr_final,
+        anneal_iterations=algo.outer_anneal_iterations or max(config.train.iterations, 1),
+        outer_optimizer=algo.outer_optimizer,
+    )
+    task_learner = None
+    if algo.sb3_algo is not None:
+        from meta_rl.agents.sb3 import SB3InnerLearner
+
+        task_learner = SB3InnerLearner(
+            algo.sb3_algo,
+            policy,
+            config.env.id,
+            steps=algo.sb3_steps,
+            seed=config.train.seed,
+            learning_rate=algo.inner_lr,
+            env_kwargs=config.env.kwargs,
+            max_episode_steps=config.env.max_episode_steps,
+            algo_kwargs=algo.sb3_kwargs,
+        )
+    return ReptileLearner(
+        policy,
+        sampler,
+        advantages,
+        settings,
+        algo.num_inner_steps,
+        inner_loss=algo.inner_loss,
+        ppo_epochs=algo.ppo_epochs,
+        ppo_clip=algo.ppo_clip,
+        task_learner=task_learner,
+    )
+
+
+def build_sampler(config: Config, device: torch.device) -> Sampler:
+    """The ``train.sampler`` backend; all three give the same interface (and seeding order)."""
+    tr = config.train
+    args = (config.env.id, tr.meta_batch_size, tr.episodes_per_task)
+    kwargs: dict[str, Any] = {
+        "seed": tr.seed,
+        "env_kwargs": config.env.kwargs,
+        "max_episode_steps": config.env.max_episode_steps,
+        "device": device,
+    }
+    if tr.sampler == "process":
+        from meta_rl.samplers.process import ProcessSampler
+
+        return ProcessSampler(*args, num_workers=tr.num_workers, **kwargs)
+    if tr.sampler == "torch":
+        from meta_rl.samplers.torch_native import TorchSampler
+
+        return TorchSampler(*args, **kwargs)
+    return VectorSampler(*args, **kwargs)
