@@ -17,7 +17,7 @@ from gymnasium.utils import EzPickle
 
 from meta_rl.envs.base import TaskEnv
 from meta_rl.envs.distributions import DirectionTasks, GoalPositionTasks, GoalVelocityTasks
-from meta_rl.envs.mujoco_model import SharedModelMixin
+from meta_rl.envs.mujoco_model import SharedModelMixin, TaskReward
 
 _ANT_DEFAULTS: dict[str, Any] = {
     "ctrl_cost_weight": 0.005,
@@ -26,8 +26,12 @@ _ANT_DEFAULTS: dict[str, Any] = {
 }
 
 
-class _AntTaskEnv(TaskEnv, SharedModelMixin, AntEnv):
-    """v5 Ant with the MAML cost weights; subclasses define the task-dependent term."""
+class AntTaskEnv(TaskEnv, SharedModelMixin, AntEnv):
+    """v5 Ant with the MAML cost weights; subclasses declare the task term, `task_reward`.
+
+    `task_reward` (see `meta_rl.envs.mujoco_model`) is what lets `train.sampler: mujoco` step
+    a family on this base batched.
+    """
 
     def __init__(self, family_kwargs: dict[str, Any], **kwargs: Any) -> None:
         ant_kwargs = {**_ANT_DEFAULTS, **kwargs}
@@ -35,11 +39,11 @@ class _AntTaskEnv(TaskEnv, SharedModelMixin, AntEnv):
         EzPickle.__init__(self, **family_kwargs, **kwargs)
 
     @abstractmethod
-    def _task_reward(self, x_velocity: float) -> tuple[float, dict[str, Any]]:
-        """The task-dependent `reward_forward` term and extra `info` entries."""
+    def task_reward(self, x_velocity: Any, qpos: np.ndarray, task: dict[str, Any]) -> TaskReward:
+        """`reward_forward` and extra `info` entries, for one env or a batch (see the module)."""
 
     def _get_rew(self, x_velocity: float, action: np.ndarray) -> tuple[float, dict[str, Any]]:
-        forward, extra = self._task_reward(x_velocity)
+        forward, extra = self.task_reward(x_velocity, self.data.qpos, self._task_values())
         survive = self.healthy_reward
         ctrl_cost = self.control_cost(action)
         contact_cost = self.contact_cost
@@ -77,7 +81,7 @@ _COMMON_DOC = """
 """
 
 
-class AntVelEnv(GoalVelocityTasks, _AntTaskEnv):
+class AntVelEnv(GoalVelocityTasks, AntTaskEnv):
     __doc__ = (
         r"""
     ## Description
@@ -121,12 +125,12 @@ class AntVelEnv(GoalVelocityTasks, _AntTaskEnv):
         self.forward_reward_offset = float(forward_reward_offset)
         self._init_velocity_tasks(velocity_range)
 
-    def _task_reward(self, x_velocity: float) -> tuple[float, dict[str, Any]]:
-        forward = -abs(x_velocity - self._goal_velocity) + self.forward_reward_offset
-        return forward, {"velocity": self._goal_velocity}
+    def task_reward(self, x_velocity: Any, qpos: np.ndarray, task: dict[str, Any]) -> TaskReward:
+        velocity = task["velocity"]
+        return -np.abs(x_velocity - velocity) + self.forward_reward_offset, {"velocity": velocity}
 
 
-class AntDirEnv(DirectionTasks, _AntTaskEnv):
+class AntDirEnv(DirectionTasks, AntTaskEnv):
     __doc__ = (
         r"""
     ## Description
@@ -152,11 +156,12 @@ class AntDirEnv(DirectionTasks, _AntTaskEnv):
         super().__init__({}, **kwargs)
         self._init_direction_tasks()
 
-    def _task_reward(self, x_velocity: float) -> tuple[float, dict[str, Any]]:
-        return self._direction * x_velocity, {"direction": self._direction}
+    def task_reward(self, x_velocity: Any, qpos: np.ndarray, task: dict[str, Any]) -> TaskReward:
+        direction = task["direction"]
+        return direction * x_velocity, {"direction": direction}
 
 
-class AntGoalEnv(GoalPositionTasks, _AntTaskEnv):
+class AntGoalEnv(GoalPositionTasks, AntTaskEnv):
     __doc__ = (
         r"""
     ## Description
@@ -213,6 +218,6 @@ class AntGoalEnv(GoalPositionTasks, _AntTaskEnv):
         self.goal_reward_offset = float(goal_reward_offset)
         self._init_goal_tasks(goal_low, goal_high)
 
-    def _task_reward(self, x_velocity: float) -> tuple[float, dict[str, Any]]:
-        distance = float(np.abs(self.data.qpos[:2] - self._goal).sum())
+    def task_reward(self, x_velocity: Any, qpos: np.ndarray, task: dict[str, Any]) -> TaskReward:
+        distance = np.abs(qpos[..., :2] - task["goal"]).sum(axis=-1)
         return -distance + self.goal_reward_offset, {"distance": distance}

@@ -104,6 +104,10 @@ class TaskEnv(gym.Env, EzPickle, metaclass=ABCMeta):
     def _apply_task(self, task: dict[str, Any]) -> None:
         """Stores the already validated task (numpy arrays / ints) where `step` reads it."""
 
+    def _task_values(self) -> dict[str, Any]:
+        """The current task in the form a reward reads it (the distributions store it cheaper)."""
+        return task_to_arrays(self._task or {}, self.task_space)
+
     @property
     def task(self) -> Task | None:
         """The current task as a plain dict (a copy: mutating it does not re-task the env)."""

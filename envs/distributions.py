@@ -1,10 +1,10 @@
 """Task distributions shared by several families: goal velocity, direction, goal position.
 
 Each is a `TaskEnv` that fills in `task_space`, `task_description`, the default task,
-`sample_tasks` and `_apply_task`, so a family inherits one of them and adds only its dynamics and
-reward. Put the distribution first in the bases (`class AntVelEnv(GoalVelocityTasks,
-_AntTaskEnv)`) and call its `_init_*` method in `__init__`, after the simulator is built: it sets
-the default task, which re-tasks the env.
+`sample_tasks`, `_apply_task` and `_task_values` (the task as a reward reads it), so a family
+inherits one of them and adds only its dynamics and reward. Put the distribution first in the
+bases (`class AntVelEnv(GoalVelocityTasks, AntTaskEnv)`) and call its `_init_*` method in
+`__init__`, after the simulator is built: it sets the default task, which re-tasks the env.
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ class GoalVelocityTasks(TaskEnv):
     def _apply_task(self, task: dict[str, Any]) -> None:
         self._goal_velocity = float(task["velocity"])
 
+    def _task_values(self) -> dict[str, Any]:
+        return {"velocity": self._goal_velocity}
+
 
 class DirectionTasks(TaskEnv):
     """`{"direction": d}`, `d = +1` or `-1` with probability 1/2 each; the default is `+1`.
@@ -63,6 +66,9 @@ class DirectionTasks(TaskEnv):
         if task["direction"] == 0:
             raise ValueError("task['direction'] must be -1 or +1, got 0")
         self._direction = task["direction"]
+
+    def _task_values(self) -> dict[str, Any]:
+        return {"direction": self._direction}
 
 
 class GoalPositionTasks(TaskEnv):
@@ -90,3 +96,6 @@ class GoalPositionTasks(TaskEnv):
 
     def _apply_task(self, task: dict[str, Any]) -> None:
         self._goal = task["goal"]
+
+    def _task_values(self) -> dict[str, Any]:
+        return {"goal": self._goal}

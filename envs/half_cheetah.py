@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any
 
 import numpy as np
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.utils import EzPickle
 
+from meta_rl.envs.base import TaskEnv
 from meta_rl.envs.distributions import DirectionTasks, GoalVelocityTasks
-from meta_rl.envs.mujoco_model import SharedModelMixin
+from meta_rl.envs.mujoco_model import SharedModelMixin, TaskReward
 
 
-class HalfCheetahVelEnv(GoalVelocityTasks, SharedModelMixin, HalfCheetahEnv):
+class HalfCheetahTaskEnv(TaskEnv, SharedModelMixin, HalfCheetahEnv):
+    """v5 HalfCheetah whose forward term is the family's `task_reward`, plus the control cost.
+
+    A family on this base declares `task_reward` (see `meta_rl.envs.mujoco_model`), which is
+    what lets `train.sampler: mujoco` step it batched.
+    """
+
+    @abstractmethod
+    def task_reward(self, x_velocity: Any, qpos: np.ndarray, task: dict[str, Any]) -> TaskReward:
+        """`reward_forward` and extra `info` entries, for one env or a batch (see the module)."""
+
+    def _get_rew(self, x_velocity: float, action: np.ndarray) -> tuple[float, dict[str, Any]]:
+        forward, extra = self.task_reward(x_velocity, self.data.qpos, self._task_values())
+        ctrl_cost = self.control_cost(action)
+        terms = {"reward_forward": forward, "reward_ctrl": -ctrl_cost, **extra}
+        return forward - ctrl_cost, terms
+
+
+class HalfCheetahVelEnv(GoalVelocityTasks, HalfCheetahTaskEnv):
     r"""
     ## Description
     Gymnasium's `HalfCheetah-v5` whose reward asks the cheetah to run forward at a goal
@@ -67,18 +87,12 @@ class HalfCheetahVelEnv(GoalVelocityTasks, SharedModelMixin, HalfCheetahEnv):
         )
         self._init_velocity_tasks(velocity_range)
 
-    def _get_rew(self, x_velocity: float, action: np.ndarray) -> tuple[float, dict[str, Any]]:
-        forward = -abs(x_velocity - self._goal_velocity)
-        ctrl_cost = self.control_cost(action)
-        terms = {
-            "reward_forward": forward,
-            "reward_ctrl": -ctrl_cost,
-            "velocity": self._goal_velocity,
-        }
-        return forward - ctrl_cost, terms
+    def task_reward(self, x_velocity: Any, qpos: np.ndarray, task: dict[str, Any]) -> TaskReward:
+        velocity = task["velocity"]
+        return -np.abs(x_velocity - velocity), {"velocity": velocity}
 
 
-class HalfCheetahDirEnv(DirectionTasks, SharedModelMixin, HalfCheetahEnv):
+class HalfCheetahDirEnv(DirectionTasks, HalfCheetahTaskEnv):
     r"""
     ## Description
     Gymnasium's `HalfCheetah-v5` whose reward asks the cheetah to run forward or backward.
@@ -115,8 +129,6 @@ class HalfCheetahDirEnv(DirectionTasks, SharedModelMixin, HalfCheetahEnv):
         EzPickle.__init__(self, ctrl_cost_weight=ctrl_cost_weight, **kwargs)
         self._init_direction_tasks()
 
-    def _get_rew(self, x_velocity: float, action: np.ndarray) -> tuple[float, dict[str, Any]]:
-        forward = self._direction * x_velocity
-        ctrl_cost = self.control_cost(action)
-        terms = {"reward_forward": forward, "reward_ctrl": -ctrl_cost, "direction": self._direction}
-        return forward - ctrl_cost, terms
+    def task_reward(self, x_velocity: Any, qpos: np.ndarray, task: dict[str, Any]) -> TaskReward:
+        direction = task["direction"]
+        return direction * x_velocity, {"direction": direction}

@@ -147,7 +147,7 @@ def _build_reptile(
 
 
 def build_sampler(config: Config, device: torch.device) -> Sampler:
-    """The ``train.sampler`` backend; all three give the same interface (and seeding order)."""
+    """The ``train.sampler`` backend; all give the same interface (and seeding order)."""
     tr = config.train
     args = (config.env.id, tr.meta_batch_size, tr.episodes_per_task)
     kwargs: dict[str, Any] = {
@@ -160,8 +160,29 @@ def build_sampler(config: Config, device: torch.device) -> Sampler:
         from meta_rl.samplers.process import ProcessSampler
 
         return ProcessSampler(*args, num_workers=tr.num_workers, **kwargs)
+    if tr.sampler == "mujoco":
+        return _build_mujoco_sampler(config, args, kwargs)
     if tr.sampler == "torch":
         from meta_rl.samplers.torch_native import TorchSampler
 
         return TorchSampler(*args, **kwargs)
     return VectorSampler(*args, **kwargs)
+
+
+def _build_mujoco_sampler(config: Config, args: tuple, kwargs: dict[str, Any]) -> Sampler:
+    """Batched MuJoCo: in-process with a thread per core, or over ``num_workers`` processes."""
+    from meta_rl.samplers import MuJoCoSampler
+    from meta_rl.samplers.mujoco import check_batchable
+    from meta_rl.samplers.process import ProcessSampler
+
+    env = gym.make(config.env.id, **config.env.kwargs)
+    try:
+        check_batchable(env)
+    except ValueError as exc:
+        raise ConfigError(f"train.sampler: {exc}") from None
+    finally:
+        env.close()
+    workers = config.train.num_workers
+    if workers is None:
+        return MuJoCoSampler(*args, **kwargs)
+    return ProcessSampler(*args, num_workers=workers, env_backend="mujoco", **kwargs)

@@ -28,7 +28,7 @@ ALGORITHMS = ("maml_trpo", "reptile")
 """Meta-learners the trainer knows."""
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu")
 DEVICES = ("cpu", "cuda", "auto")
-SAMPLERS = ("vector", "process", "torch")
+SAMPLERS = ("vector", "process", "torch", "mujoco")
 POLICY_KINDS = ("mlp", "gru", "sb3")
 INNER_OPTIMIZERS = ("sgd", "adam")
 INNER_LOSSES = ("reinforce", "ppo")
@@ -139,9 +139,11 @@ class TrainConfig:
     num_threads: int | None = None
     """torch intra-op threads of the learner; None: one per core"""
     sampler: str = "vector"
-    """sampler backend: vector (in-process) | process (worker per core) | torch (tensor envs)"""
+    """sampler backend: vector (in-process) | process (worker per core) | torch (tensor envs) |
+    mujoco (HalfCheetah/Ant families stepped batched, same episodes as vector)"""
     num_workers: int | None = None
-    """worker processes of the process sampler; None: one per core"""
+    """worker processes of the process sampler; mujoco: None steps in-process with a thread per
+    core, N >= 1 shards the batch over N worker processes"""
 
 
 @dataclass

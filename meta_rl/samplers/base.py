@@ -75,9 +75,83 @@ def sample_action(dist: torch.distributions.Distribution) -> torch.Tensor:
     return dist.sample()
 
 
+class EnvBatch(ABC):
+    """The sub-envs that ``rollout`` steps: reset all with one task and seed each, step some.
+
+    ``GymEnvs`` wraps Gymnasium envs; ``meta_rl.samplers.mujoco.MuJoCoBatch`` steps MuJoCo
+    families batched. Observations come back raw (stacked ``[n, ...]``), as the envs give them.
+    """
+
+    observation_space: spaces.Space
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def reset(self, tasks: Sequence[dict[str, Any]], seeds: Sequence[int | None]) -> np.ndarray:
+        """Re-task every sub-env (``tasks[i]`` for sub-env ``i``), reset it with ``seeds[i]``."""
+
+    @abstractmethod
+    def step(
+        self, rows: np.ndarray, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Step sub-envs ``rows`` (``actions[j]`` for ``rows[j]``): obs, rewards, terminated,
+        truncated and per-row info arrays (possibly none), one row per stepped sub-env."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class GymEnvs(EnvBatch):
+    """Gymnasium envs, one per sub-env, stepped one after the other (no ``info`` gathered)."""
+
+    def __init__(self, envs: Sequence[gym.Env]) -> None:
+        self.envs = list(envs)
+        self.observation_space = self.envs[0].observation_space
+
+    def __len__(self) -> int:
+        return len(self.envs)
+
+    def reset(self, tasks: Sequence[dict[str, Any]], seeds: Sequence[int | None]) -> np.ndarray:
+        first = []
+        for env, task, seed in zip(self.envs, tasks, seeds, strict=True):
+            env.set_wrapper_attr("task", task)
+            first.append(env.reset(seed=None if seed is None else int(seed))[0])
+        return np.stack(first)
+
+    def step(
+        self, rows: np.ndarray, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        results = (self.envs[i].step(a) for i, a in zip(rows.tolist(), actions, strict=True))
+        obs, rewards, terms, truncs, _ = zip(*results, strict=True)
+        return np.stack(obs), np.asarray(rewards), np.asarray(terms), np.asarray(truncs), {}
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+def make_env_batch(
+    backend: str,
+    env_id: str,
+    num_envs: int,
+    env_kwargs: dict[str, Any] | None = None,
+    *,
+    threads: int = 1,
+) -> EnvBatch:
+    """``num_envs`` sub-envs of a family: ``gym`` (Gymnasium envs) or ``mujoco`` (batched)."""
+    if backend == "mujoco":
+        from meta_rl.samplers.mujoco import MuJoCoBatch
+
+        return MuJoCoBatch(env_id, num_envs, env_kwargs=env_kwargs, threads=threads)
+    if backend != "gym":
+        raise ValueError(f"unknown env backend {backend!r}: gym | mujoco")
+    return GymEnvs([gym.make(env_id, **(env_kwargs or {})) for _ in range(num_envs)])
+
+
 @torch.inference_mode()  # every tensor made here ends in a numpy array
 def rollout(
-    sub_envs: Sequence[gym.Env],
+    sub_envs: EnvBatch | Sequence[gym.Env],
     arrays: EpisodeArrays,
     first_row: int,
     policy: nn.Module,
@@ -101,20 +175,18 @@ def rollout(
     ``draw_action`` lets a worker that holds a shard draw as the whole batch would.
     Returns the number of steps until every episode had ended.
     """
-    num_tasks, batch = len(tasks), len(sub_envs)
+    envs = sub_envs if isinstance(sub_envs, EnvBatch) else GymEnvs(sub_envs)
+    num_tasks, batch = len(tasks), len(envs)
     episodes_per_task = batch // num_tasks
     params = shared_as_views(params)  # e.g. a worker's copied shard: compare values once
     rows = slice(first_row, first_row + batch)
-    space = sub_envs[0].observation_space
+    space = envs.observation_space
     observations = arrays["observations"]
     horizon, obs_dim = observations.shape[0] - 1, observations.shape[-1]
     for array in arrays.values():
         array[:, rows] = 0
-    first = []
-    for i, env in enumerate(sub_envs):
-        env.set_wrapper_attr("task", tasks[i // episodes_per_task])
-        first.append(env.reset(seed=int(reset_seeds[i]))[0])
-    observations[0, rows] = encode_observations(space, np.stack(first))
+    env_tasks = [tasks[i // episodes_per_task] for i in range(batch)]
+    observations[0, rows] = encode_observations(space, envs.reset(env_tasks, reset_seeds))
 
     active = np.ones(batch, dtype=bool)
     recurrent = is_recurrent(policy)
@@ -137,17 +209,15 @@ def rollout(
             if not active.any():
                 continue  # only reached with stop_when_done=False
             idx = np.flatnonzero(active)
-            # the per-env loop only steps; results are written once per step, vectorised
-            next_obs, rewards, terms, truncs, _ = zip(
-                *(sub_envs[i].step(action_np[i]) for i in idx), strict=True
-            )
+            # results are written once per step, vectorised
+            next_obs, rewards, terms, truncs, _ = envs.step(idx, action_np[idx])
             rows_t = first_row + idx
-            observations[t + 1, rows_t] = encode_observations(space, np.stack(next_obs))
+            observations[t + 1, rows_t] = encode_observations(space, next_obs)
             arrays["rewards"][t, rows_t] = rewards
             arrays["terminated"][t, rows_t] = terms
             arrays["truncated"][t, rows_t] = truncs
             arrays["mask"][t, rows_t] = 1.0
-            active[idx] = ~(np.asarray(terms) | np.asarray(truncs))
+            active[idx] = ~(terms | truncs)
             if not active.any():
                 end = t + 1
                 if stop_when_done:

@@ -37,7 +37,6 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
@@ -50,6 +49,7 @@ from meta_rl.samplers.base import (
     Sampler,
     arrays_to_episodes,
     episode_array_specs,
+    make_env_batch,
     rollout,
 )
 
@@ -111,6 +111,7 @@ def _worker_main(
     conn: Connection,
     env_id: str,
     env_kwargs: dict[str, Any],
+    env_backend: str,
     num_envs: int,
     episodes_per_task: int,
     buffer: Any,
@@ -120,7 +121,7 @@ def _worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent_pid)
     configure_worker()
-    sub_envs = [gym.make(env_id, **env_kwargs) for _ in range(num_envs)]
+    sub_envs = make_env_batch(env_backend, env_id, num_envs, env_kwargs)
     arrays = _views(buffer, layout)
     policy: nn.Module | None = None
     while True:
@@ -173,7 +174,9 @@ def _shutdown(processes: list[Any], conns: list[Connection]) -> None:
 class ProcessSampler(Sampler):
     """``VectorSampler``'s interface with the tasks sharded over ``num_workers`` processes.
 
-    ``num_workers`` defaults to one per core (capped at the number of tasks). ``start_method``
+    ``num_workers`` defaults to one per core (capped at the number of tasks). ``env_backend``
+    ``"mujoco"`` has each worker step its shard as one ``MuJoCoBatch`` (one thread) instead of
+    Gymnasium envs (``"gym"``), with the same episodes. ``start_method``
     defaults to ``fork`` on Linux (cheap start; workers use one torch thread) and ``spawn``
     elsewhere or when CUDA is initialised in the parent.
     """
@@ -186,9 +189,14 @@ class ProcessSampler(Sampler):
         *,
         num_workers: int | None = None,
         start_method: str | None = None,
+        env_backend: str = "gym",
         **kwargs: Any,
     ) -> None:
         super().__init__(env_id, num_tasks, episodes_per_task, **kwargs)
+        if env_backend == "mujoco":  # refuse an unsupported family here, not in every worker
+            from meta_rl.samplers.mujoco import check_batchable
+
+            check_batchable(self._env)
         workers = max(1, min(num_workers or cpu_count(), num_tasks))
         bounds = np.linspace(0, num_tasks, workers + 1).round().astype(int)
         self.shards = [(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
@@ -212,6 +220,7 @@ class ProcessSampler(Sampler):
                         child_end,
                         env_id,
                         self.env_kwargs,
+                        env_backend,
                         (b - a) * episodes_per_task,
                         episodes_per_task,
                         self._buffer,

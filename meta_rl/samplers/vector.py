@@ -1,4 +1,4 @@
-"""In-process sampler: all sub-envs of all tasks stepped together, policy once per step."""
+"""In-process samplers: all sub-envs of all tasks stepped together, policy once per step."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from torch import nn
 
 from meta_rl.episodes import Episodes
 from meta_rl.functional import Params
-from meta_rl.samplers.base import Sampler, arrays_to_episodes, rollout
+from meta_rl.perf import cpu_count
+from meta_rl.samplers.base import EnvBatch, GymEnvs, Sampler, arrays_to_episodes, rollout
 
 
 class VectorSampler(Sampler):
@@ -24,7 +25,10 @@ class VectorSampler(Sampler):
 
     def __init__(self, env_id: str, num_tasks: int, episodes_per_task: int, **kwargs: Any) -> None:
         super().__init__(env_id, num_tasks, episodes_per_task, **kwargs)
-        self.envs = [self.make_env() for _ in range(self.batch_size)]
+        self.envs = self.make_envs()
+
+    def make_envs(self) -> EnvBatch:
+        return GymEnvs([self.make_env() for _ in range(self.batch_size)])
 
     def sample(
         self, policy: nn.Module, params: Params, tasks: Sequence[dict[str, Any]]
@@ -38,5 +42,32 @@ class VectorSampler(Sampler):
 
     def close(self) -> None:
         super().close()
-        for env in self.envs:
-            env.close()
+        self.envs.close()
+
+
+class MuJoCoSampler(VectorSampler):
+    """``VectorSampler`` over ``MuJoCoBatch``: HalfCheetah/Ant families stepped batched.
+
+    Same seeds, same episodes as ``VectorSampler`` (bitwise: the batch reproduces the
+    Gymnasium step exactly), with the physics of all sub-envs stepped from ``threads`` threads
+    (default: one per core).
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        num_tasks: int,
+        episodes_per_task: int,
+        *,
+        threads: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.threads = threads or cpu_count()
+        super().__init__(env_id, num_tasks, episodes_per_task, **kwargs)
+
+    def make_envs(self) -> EnvBatch:
+        from meta_rl.samplers.mujoco import MuJoCoBatch
+
+        return MuJoCoBatch(
+            self.env_id, self.batch_size, env_kwargs=self.env_kwargs, threads=self.threads
+        )
