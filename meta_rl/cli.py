@@ -138,7 +138,7 @@ def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
         if args.resume is None and args.config is None:
             parser.error("train: give a CONFIG file, or --resume RUN_DIR")
     elif args.command == "envs" and args.rollouts is not None and args.rollouts < 1:
-        parser.error("meta_rl.envs: --rollouts must be >= 1")
+        parser.error("envs: --rollouts must be >= 1")
     elif args.command == "evaluate":
         for name, value, low in (
             ("--tasks", args.tasks, 2),  # a confidence interval needs two tasks
