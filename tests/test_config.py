@@ -446,3 +446,12 @@ def test_real_family_kwargs_are_checked_without_building_it():
     assert cfg.env.kwargs == {"velocity_range": [0, 3], "frame_skip": 5}
     with pytest.raises(ConfigError, match=r"^config error: unknown key 'env.kwargs.velocty_range'"):
         config_from_dict(data, ["env.kwargs.velocty_range=[0, 3]"])
+
+
+def test_config_and_cli_load_without_torch():
+    """A bad config is reported before torch (seconds to import) is loaded."""
+    import subprocess
+    import sys
+
+    code = "import sys, meta_rl.cli, meta_rl.config; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
