@@ -1,4 +1,4 @@
-"""``python -m benchmarks {ceiling,sampler,iteration,learning}``: tables on stdout, JSON on disk.
+"""``python -m benchmarks {ceiling,sampler,iteration,learning,mujoco}``: tables and JSON files.
 
 Every table compares against a baseline measured in the same run (a ratio), because absolute
 seconds on a shared 2-core box move with the neighbours' load; the load average is recorded
@@ -20,6 +20,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks import batched_mujoco
+from meta_rl.perf import cpu_count
+
 FAMILIES = {
     "nav": "MetaRL/Navigation2D-v0",
     "cheetah": "MetaRL/HalfCheetahVel-v0",
@@ -37,6 +40,9 @@ VARIANTS: dict[str, tuple[list[str], bool]] = {
     "fast-autograd": (["algo.analytic=false"], True),  # + the fastest sampler for the family
     "fast": ([], True),  # + closed-form derivatives for a Gaussian MLP policy
     "fast+fisher20%": (["algo.fisher_subsample=0.2"], True),
+    # the batched MuJoCo backend: in-process with a thread per core, and one worker per core
+    "fast+mujoco": (["train.sampler=mujoco"], True),
+    "fast+mujoco-procs": (["train.sampler=mujoco", f"train.num_workers={cpu_count()}"], True),
 }
 
 
@@ -522,6 +528,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     lc.add_argument("--variants", nargs="+", default=["fast", "fast+fisher20%"], choices=VARIANTS)
     add_override_argument(lc)
     lc.set_defaults(fn=cmd_learning)
+
+    batched_mujoco.add_parser(sub)
 
     child = sub.add_parser("_child")  # internal: one iteration variant, JSON on stdout
     child.add_argument("spec")

@@ -213,5 +213,5 @@ def test_config_selects_the_batched_backend() -> None:
     sampler = build_sampler(_config("MetaRL/HalfCheetahVel-v0", "train.num_workers=2"), cpu)
     assert isinstance(sampler, ProcessSampler) and len(sampler.worker_pids) == 2
     sampler.close()
-    with pytest.raises(ConfigError, match="train.sampler: .*Navigation2DEnv is not one"):
+    with pytest.raises(ConfigError, match=r"train\.sampler: .*Navigation2DEnv is not one"):
         build_sampler(_config("MetaRL/Navigation2D-v0"), cpu)

@@ -1,0 +1,110 @@
+"""``python -m benchmarks mujoco``: env steps/s of the batched MuJoCo backend vs Gymnasium.
+
+Both backends are driven through the same ``EnvBatch`` interface the samplers use (reset every
+sub-env with a task and a seed, step the live ones with precomputed random actions until every
+episode has ended, reset again), so the only difference is how a step is computed: Gymnasium's
+``env.step`` per sub-env (``GymEnvs``) or ``MuJoCoBatch`` (the same MuJoCo C calls per sub-env,
+everything else for the batch in numpy). Each configuration is measured in one process and in
+one forked process per core (each with its share of the sub-envs); in a process the batch
+runs with one thread and with one thread per core. Ratios are against Gymnasium in the same
+run, the load average is recorded beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import time
+from typing import Any
+
+FAMILIES = {"cheetah": "MetaRL/HalfCheetahVel-v0", "ant": "MetaRL/AntVel-v0"}
+HORIZON = 100
+
+
+def drive(backend: str, env_id: str, num_envs: int, steps: int, seed: int, threads: int) -> Any:
+    """Steps done and seconds spent by one process stepping ``num_envs`` sub-envs."""
+    import gymnasium as gym
+    import numpy as np
+
+    from meta_rl.samplers.base import make_env_batch
+
+    batch = make_env_batch(
+        backend, env_id, num_envs, {"max_episode_steps": HORIZON}, threads=threads
+    )
+    probe = gym.make(env_id)
+    rng = np.random.default_rng(seed)
+    tasks = probe.unwrapped.sample_tasks(num_envs, rng)
+    nu = probe.action_space.shape[0]
+    actions = rng.uniform(-1, 1, (64, num_envs, nu)).astype(np.float32)
+    done, t = 0, time.perf_counter()
+    while done < steps:
+        batch.reset(tasks, rng.integers(2**31, size=num_envs).tolist())
+        active = np.ones(num_envs, dtype=bool)
+        while active.any() and done < steps:
+            rows = np.flatnonzero(active)
+            _, _, terminated, truncated, _ = batch.step(rows, actions[done % 64][rows])
+            active[rows] = ~(terminated | truncated)
+            done += len(rows)
+    seconds = time.perf_counter() - t
+    batch.close()
+    return done, seconds
+
+
+def _drive_star(args: tuple) -> Any:
+    return drive(*args)
+
+
+def throughput(
+    backend: str, env_id: str, num_envs: int, steps: int, processes: int, threads: int
+) -> float:
+    """Steps/s of ``processes`` processes together: all steps over the slowest one's time."""
+    if processes == 1:
+        done, seconds = drive(backend, env_id, num_envs, steps, 0, threads)
+        return done / seconds
+    share = (backend, env_id, num_envs // processes, steps // processes)
+    jobs = [(*share, seed, threads) for seed in range(processes)]
+    with mp.get_context("fork").Pool(processes) as pool:
+        results = pool.map(_drive_star, jobs)
+    return sum(r[0] for r in results) / max(r[1] for r in results)
+
+
+def cmd_mujoco(args: argparse.Namespace) -> None:
+    from benchmarks.__main__ import load, table, write
+    from meta_rl.perf import cpu_count
+
+    cores = cpu_count()
+    rows = []
+    for family in args.families:
+        env_id = FAMILIES[family]
+        steps = args.steps if family == "cheetah" else args.steps // 5
+        for processes in sorted({1, cores}):
+            gym_rate = throughput("gym", env_id, args.envs, steps, processes, 1)
+            configs = [(1, "batch 1 thread")]
+            if processes == 1 and cores > 1:
+                configs.append((cores, f"batch {cores} threads"))
+            for threads, label in configs:
+                rate = throughput("mujoco", env_id, args.envs, steps, processes, threads)
+                rows.append(
+                    {
+                        "family": family,
+                        "procs": processes,
+                        "backend": label,
+                        "gym steps/s": gym_rate,
+                        "batch steps/s": rate,
+                        "ratio": rate / gym_rate,
+                        "load": load(),
+                    }
+                )
+                print(table(rows[-1:], list(rows[-1])), flush=True)
+    print(f"\nenv steps/s, {args.envs} sub-envs in all, horizon {HORIZON}, {cores} cores")
+    print(table(rows, list(rows[0])))
+    settings = {k: str(v) for k, v in vars(args).items() if k != "fn"}
+    write(args.out, "mujoco_steps", {"rows": rows, "cores": cores, "args": settings})
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("mujoco", help="env steps/s: batched MuJoCo backend vs Gymnasium")
+    p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
+    p.add_argument("--envs", type=int, default=800, help="sub-envs in all (split over processes)")
+    p.add_argument("--steps", type=int, default=160_000, help="cheetah steps (ant: a fifth)")
+    p.set_defaults(fn=cmd_mujoco)
