@@ -50,7 +50,9 @@ class MuJoCoSampler(VectorSampler):
 
     Same seeds, same episodes as ``VectorSampler`` (bitwise: the batch reproduces the
     Gymnasium step exactly), with the physics of all sub-envs stepped from ``threads`` threads
-    (default: one per core).
+    (default: one per core). The policy keeps the caller's torch threads: running it on one
+    thread here would be faster on a loaded machine, but changes its float32 results (the
+    products' blocking depends on the thread count), and with them the episodes.
     """
 
     def __init__(
