@@ -62,7 +62,7 @@ KINDS: dict[str, tuple[str, Callable[[gym.Env, torch.Generator], nn.Module]]] = 
 def build(kind: str) -> tuple[nn.Module, VectorSampler]:
     env_id, make = KINDS[kind]
     sampler = VectorSampler(env_id, 2, 3, seed=0, max_episode_steps=8)
-    return make(sampler.envs[0], torch.Generator().manual_seed(0)), sampler
+    return make(sampler.unwrapped, torch.Generator().manual_seed(0)), sampler
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -172,19 +172,33 @@ def _episodes(sampler_cls: type, env_id: str, **kwargs: Any) -> Any:
         sampler.close()
 
 
+@pytest.fixture(params=[1, 2], ids=["torch1thread", "torch2threads"])
+def torch_threads(request: pytest.FixtureRequest) -> Any:
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("env_id", ["MetaRL/HalfCheetahDir-v0", "MetaRL/AntVel-v0"])
-def test_same_seed_same_episodes_as_vector(env_id: str) -> None:
-    """Bitwise: the batch reproduces every float64 the Gymnasium envs compute."""
-    expected = _episodes(VectorSampler, env_id)
-    for got in (
-        _episodes(MuJoCoSampler, env_id, threads=2),
-        _episodes(ProcessSampler, env_id, num_workers=2, env_backend="mujoco"),
-    ):
+def test_same_seed_same_episodes_as_vector(env_id: str, torch_threads: int) -> None:
+    """Bitwise: the batch reproduces every float64 the Gymnasium envs compute, in process and
+    in worker processes (compared with workers stepping Gymnasium envs on the same shards: how
+    the policy's products round on a shard is the process sampler's own business)."""
+    pairs = [
+        ("in-process", _episodes(VectorSampler, env_id), _episodes(MuJoCoSampler, env_id)),
+        (
+            "workers",
+            _episodes(ProcessSampler, env_id, num_workers=2),
+            _episodes(ProcessSampler, env_id, num_workers=2, env_backend="mujoco"),
+        ),
+    ]
+    for label, expected, got in pairs:
         for a, b in zip(expected, got, strict=True):
             for name in ("observations", "actions", "rewards", "mask", "terminated"):
-                assert torch.equal(getattr(a, name), getattr(b, name)), name
+                assert torch.equal(getattr(a, name), getattr(b, name)), (label, name)
             assert torch.equal(a.truncated, b.truncated)
-    assert expected[0].terminated.any() or "Cheetah" in env_id
+        assert expected[0].terminated.any() or "Cheetah" in env_id
 
 
 def test_shared_model_is_the_gymnasium_one() -> None:
