@@ -75,6 +75,14 @@ def sample_action(dist: torch.distributions.Distribution) -> torch.Tensor:
     return dist.sample()
 
 
+def make_family(env_id: str, env_kwargs: dict[str, Any] | None = None) -> tuple[gym.Env, int]:
+    """One env of the family and its horizon; a family without a time limit is refused."""
+    env = gym.make(env_id, **(env_kwargs or {}))
+    if env.spec is None or env.spec.max_episode_steps is None:
+        raise ValueError(f"{env_id}: a task family needs a time limit (max_episode_steps)")
+    return env, env.spec.max_episode_steps
+
+
 class EnvBatch(ABC):
     """The sub-envs that ``rollout`` steps: reset all with one task and seed each, step some.
 
@@ -251,11 +259,7 @@ class Sampler(ABC):
         self.env_kwargs = dict(env_kwargs or {})
         if max_episode_steps is not None:
             self.env_kwargs["max_episode_steps"] = max_episode_steps
-        self._env = gym.make(env_id, **self.env_kwargs)  # spaces, horizon, task sampling
-        spec = self._env.spec
-        if spec is None or spec.max_episode_steps is None:
-            raise ValueError(f"{env_id}: a task family needs a time limit (max_episode_steps)")
-        self.horizon: int = spec.max_episode_steps
+        self._env, self.horizon = make_family(env_id, self.env_kwargs)  # spaces, task sampling
         self.observation_space = self._env.observation_space
         self.action_space = self._env.action_space
         self.obs_dim = observation_dim(self.observation_space)

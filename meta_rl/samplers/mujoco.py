@@ -41,7 +41,7 @@ from gymnasium.utils import seeding
 from meta_rl.envs.ant import AntTaskEnv
 from meta_rl.envs.base import task_to_arrays
 from meta_rl.envs.half_cheetah import HalfCheetahTaskEnv
-from meta_rl.samplers.base import EnvBatch
+from meta_rl.samplers.base import EnvBatch, make_family
 
 _PHYSICS = mujoco.mjtState.mjSTATE_PHYSICS  # qpos, qvel, act: what the reward and obs read
 
@@ -115,14 +115,10 @@ class MuJoCoBatch(EnvBatch):
         env_kwargs: Mapping[str, Any] | None = None,
         threads: int = 1,
     ) -> None:
-        self._env = gym.make(env_id, **dict(env_kwargs or {}))
+        self._env, self.horizon = make_family(env_id, dict(env_kwargs or {}))
         base = self._env.unwrapped
         self.ant = check_batchable(self._env) is AntTaskEnv
         self.family = base  # its task_reward and weights are the batch's
-        spec = self._env.spec
-        if spec is None or spec.max_episode_steps is None:
-            raise ValueError(f"{env_id}: a task family needs a time limit (max_episode_steps)")
-        self.horizon: int = spec.max_episode_steps
         self.observation_space = self._env.observation_space
         self.action_space = self._env.action_space
         self.num_envs = num_envs
