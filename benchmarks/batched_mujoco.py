@@ -68,6 +68,51 @@ def throughput(
     return sum(r[0] for r in results) / max(r[1] for r in results)
 
 
+def sampling_split(env_id: str, tasks: int, episodes: int, repeats: int) -> dict[str, float]:
+    """Where one in-process ``MuJoCoSampler.sample`` spends its time (port network, seconds),
+    with the physics on one thread so that the parts add up to the wall time.
+
+    ``physics``: the MuJoCo C calls and per-sub-env copies (``MuJoCoBatch._physics``);
+    ``batch_numpy``: the rest of ``MuJoCoBatch.step`` (observations, rewards, flags) and the
+    resets; ``policy_and_rollout``: everything else (policy, action draws, episode arrays).
+    """
+    import torch
+
+    from benchmarks.__main__ import NETS, _timed
+    from meta_rl.agents.policies import make_policy
+    from meta_rl.functional import expand_to_tasks, policy_params
+    from meta_rl.samplers import MuJoCoSampler
+
+    sampler = MuJoCoSampler(env_id, tasks, episodes, seed=1, max_episode_steps=HORIZON, threads=1)
+    hidden, act = NETS["port"]
+    policy = make_policy(sampler.observation_space, sampler.action_space, hidden, act)
+    params = expand_to_tasks({k: v.detach() for k, v in policy_params(policy).items()}, tasks)
+    task_list = sampler.sample_tasks()
+    totals: dict[str, float] = {}
+    none = lambda: None  # noqa: E731
+    _timed(sampler.envs, "_physics", totals, "physics", none)
+    _timed(sampler.envs, "step", totals, "step", none)
+    _timed(sampler.envs, "reset", totals, "reset", none)
+    sampler.sample(policy, params, task_list)  # warm-up
+    best: dict[str, float] = {}
+    for _ in range(repeats):
+        totals.clear()
+        t = time.perf_counter()
+        sampler.sample(policy, params, task_list)
+        total = time.perf_counter() - t
+        split = {
+            "total": total,
+            "physics": totals["physics"],
+            "batch_numpy": totals["step"] - totals["physics"] + totals["reset"],
+            "policy_and_rollout": total - totals["step"] - totals["reset"],
+        }
+        if not best or total < best["total"]:
+            best = split
+    sampler.close()
+    del torch
+    return best
+
+
 def cmd_mujoco(args: argparse.Namespace) -> None:
     from benchmarks.__main__ import load, table, write
     from meta_rl.perf import cpu_count
@@ -98,8 +143,13 @@ def cmd_mujoco(args: argparse.Namespace) -> None:
                 print(table(rows[-1:], list(rows[-1])), flush=True)
     print(f"\nenv steps/s, {args.envs} sub-envs in all, horizon {HORIZON}, {cores} cores")
     print(table(rows, list(rows[0])))
+    split = sampling_split(FAMILIES["cheetah"], 40, 20, repeats=3)
+    shares = {k: f"{v:.3f} s ({v / split['total']:.0%})" for k, v in split.items()}
+    print(f"\nin-process mujoco sampler, 1 thread, cheetah 40 x 20 x {HORIZON}, best of 3:")
+    print("  ".join(f"{k} {v}" for k, v in shares.items()), f" load {load():.2f}")
     settings = {k: str(v) for k, v in vars(args).items() if k != "fn"}
-    write(args.out, "mujoco_steps", {"rows": rows, "cores": cores, "args": settings})
+    payload = {"rows": rows, "split": split, "cores": cores, "args": settings}
+    write(args.out, "mujoco_steps", payload)
 
 
 def add_parser(sub: Any) -> None:
