@@ -99,8 +99,10 @@ def supports(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> bool:
 class MuJoCoBatch(EnvBatch):
     """``num_envs`` sub-envs of one HalfCheetah/Ant family, each with its own ``MjData``.
 
-    Every sub-env shares the family's compiled model (``SharedModelMixin``) and keeps its own
-    ``MjData`` and reset generator, seeded as Gymnasium seeds an env. ``step`` returns the
+    Every sub-env steps the family's compiled model (one env's, shared as
+    ``SharedModelMixin`` shares it) and keeps its own ``MjData`` and reset generator, seeded as
+    Gymnasium seeds an env; so a task may enter only the reward (``task_reward``), never the
+    model. ``step`` returns the
     reward terms of the Gymnasium family's ``info`` as arrays (``reward_*``, the task's extra
     entries, ``x_position`` and ``x_velocity``, and for the Ant ``y_position`` and
     ``y_velocity``). ``threads > 1`` steps contiguous slices of the active sub-envs from that
