@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from meta_rl.builders import build_policy
 from meta_rl.checkpoint import load_checkpoint
@@ -33,6 +32,7 @@ from meta_rl.evaluation import (
     learner_curve,
     make_eval_sampler,
 )
+from meta_rl.perf import configure_learner
 from meta_rl.samplers import VectorSampler
 from meta_rl.trainer import train
 
@@ -46,8 +46,7 @@ def train_once(config: Config, run_dir: Path) -> None:
     if latest.is_file() and load_checkpoint(latest)["iteration"] >= config.train.iterations - 1:
         return
     resume = run_dir if latest.is_file() else None
-    # one torch thread: on a shared 2-core machine two threads spin against other jobs
-    config = replace(config, train=replace(config.train, num_threads=1))
+    config = replace(config, train=replace(config.train, num_threads=1))  # as main() set it
     train(config, run_dir=run_dir, resume=resume)
 
 
@@ -193,7 +192,8 @@ def main() -> None:
     args = parser.parse_args()
     args.command = "python experiments/compare_reptile_maml.py " + " ".join(a for a in sys.argv[1:])
     args.runs = args.runs / args.benchmark
-    torch.set_num_threads(1)
+    # one torch thread: on a shared 2-core machine two threads spin against other jobs
+    configure_learner(1)
     out = args.out or ROOT / "results" / f"reptile_{args.benchmark}"
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.benchmark == "navigation2d":

@@ -227,12 +227,11 @@ def train_or_reuse(config: Any, run_dir: Path) -> dict[str, Any]:
 
 
 def run_benchmark(args: argparse.Namespace) -> Path:
-    import torch
-
     from meta_rl.config import ALGORITHMS, load_config
     from meta_rl.evaluation import EvalSettings, evaluate_run
+    from meta_rl.perf import configure_learner
 
-    torch.set_num_threads(args.threads)
+    configure_learner(args.threads)  # what `meta-rl train` does: threads and tuned malloc
     benchmark = BENCHMARKS[args.benchmark]
     if args.budget not in benchmark.budgets:
         known = ", ".join(sorted(benchmark.budgets))

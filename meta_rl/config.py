@@ -137,7 +137,8 @@ class TrainConfig:
     checkpoint_every: int = 50
     """keep a numbered checkpoint every N iterations (0: only checkpoints/latest.pt)"""
     num_threads: int | None = None
-    """torch intra-op threads of the learner; None: one per core"""
+    """torch intra-op threads of the learner; None: one per core. Applied by `meta-rl train`
+    (`meta_rl.perf.configure_learner`); `train()` from Python leaves the process alone"""
     sampler: str = "vector"
     """sampler backend: vector (in-process) | process (worker per core) | torch (tensor envs)"""
     num_workers: int | None = None

@@ -14,7 +14,6 @@ from meta_rl.builders import build_meta_learner, build_policy, build_sampler, re
 from meta_rl.checkpoint import CheckpointManager, find_latest, load_checkpoint
 from meta_rl.config import Config, config_to_dict, default_run_dir, save_config
 from meta_rl.logger import MetricLogger
-from meta_rl.perf import configure_learner
 
 
 class MetaTrainer:
@@ -64,11 +63,13 @@ def train(config: Config, run_dir: Path | None = None, resume: Path | None = Non
 
     With ``resume``, continues that run from its latest checkpoint up to
     ``config.train.iterations``: 2 + 2 iterations give bitwise the same result as 4 on CPU.
+
+    Process-wide settings (torch's thread count, glibc malloc) are left as they are: the
+    ``meta-rl train`` command applies them, a script opts in with
+    ``meta_rl.perf.configure_learner(config.train.num_threads)`` before calling this.
     """
     run_dir = Path(resume or run_dir or default_run_dir(config))
     device = resolve_device(config.train.device)
-    # learner: all cores (sampler workers use one thread each); glibc keeps large blocks
-    configure_learner(config.train.num_threads)
     state = None
     if resume is not None:
         latest = find_latest(run_dir)
