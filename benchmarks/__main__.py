@@ -390,6 +390,7 @@ def cmd_learning(args: argparse.Namespace) -> None:
     """
     import csv
 
+    from meta_rl.perf import configure_learner
     from meta_rl.trainer import train
 
     curves: dict[str, dict[int, list[tuple[float, float]]]] = {}
@@ -399,6 +400,7 @@ def cmd_learning(args: argparse.Namespace) -> None:
             config = _batch_config(
                 args, [*overrides, f"train.seed={seed}", f"train.iterations={args.iterations}"]
             )
+            configure_learner(config.train.num_threads)  # as `meta-rl train` does; train() doesn't
             run_dir = train(config, run_dir=args.out / f"learning_{variant}_{seed}")
             with (run_dir / "progress.csv").open(newline="") as f:
                 rows = list(csv.DictReader(f))
