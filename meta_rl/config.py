@@ -143,6 +143,16 @@ class TrainConfig:
     """sampler backend: vector (in-process) | process (worker per core) | torch (tensor envs)"""
     num_workers: int | None = None
     """worker processes of the process sampler; None: one per core"""
+    eval_every: int = 0
+    """held-out evaluation (as `meta-rl evaluate`) every N iterations, logged as eval/; 0: off"""
+    eval_tasks: int = 10
+    """held-out tasks of each evaluation (the same tasks every time)"""
+    eval_episodes: int = 10
+    """episodes per task and inner step of each evaluation"""
+    eval_steps: int = 1
+    """inner policy-gradient steps of each evaluation (eval/return_step_0 .. _step_N)"""
+    eval_patience: int = 0
+    """stop after N evaluations without a new best eval/return_step_<eval_steps>; 0: never"""
 
 
 @dataclass
@@ -425,6 +435,17 @@ def validate_config(cfg: Config) -> None:
         "train.num_workers",
         "must be >= 1 or null",
         tr.num_workers,
+    )
+    _check(tr.eval_every >= 0, "train.eval_every", "must be >= 0", tr.eval_every)
+    _check(tr.eval_tasks >= 2, "train.eval_tasks", "must be >= 2 (for an interval)", tr.eval_tasks)
+    _check(tr.eval_episodes >= 1, "train.eval_episodes", "must be >= 1", tr.eval_episodes)
+    _check(tr.eval_steps >= 0, "train.eval_steps", "must be >= 0", tr.eval_steps)
+    _check(tr.eval_patience >= 0, "train.eval_patience", "must be >= 0", tr.eval_patience)
+    _check(
+        tr.eval_patience == 0 or tr.eval_every >= 1,
+        "train.eval_patience",
+        "needs train.eval_every >= 1 (it counts evaluations)",
+        tr.eval_patience,
     )
 
     _check_env(env)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from meta_rl.adaptation import AdvantageEstimator, InnerBatch, adapt, detached
@@ -297,8 +298,14 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[Any, dict[str, A
     return config, state["trainer"]["policy"]
 
 
-def make_eval_sampler(config: Any, num_tasks: int, episodes: int, env_id: str | None = None):
-    """A sampler for the run's family (or ``env_id``, e.g. the oracle's) on the CPU."""
+def make_eval_sampler(
+    config: Any,
+    num_tasks: int,
+    episodes: int,
+    env_id: str | None = None,
+    device: torch.device | str = "cpu",
+) -> VectorSampler:
+    """An in-process sampler for the run's family (or ``env_id``, e.g. the oracle's)."""
     return VectorSampler(
         env_id or config.env.id,
         num_tasks,
@@ -306,6 +313,7 @@ def make_eval_sampler(config: Any, num_tasks: int, episodes: int, env_id: str | 
         seed=0,  # replaced by the held-out sampler state before every curve
         env_kwargs=config.env.kwargs,
         max_episode_steps=config.env.max_episode_steps,
+        device=device,
     )
 
 
