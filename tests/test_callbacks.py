@@ -170,7 +170,7 @@ def test_eval_patience_stops_training_and_its_count_survives_resume(tmp_path):
     ("override", "message"),
     [
         ("train.eval_every=-1", "train.eval_every: must be >= 0, got -1"),
-        ("train.eval_tasks=1", "train.eval_tasks: must be >= 2 (for an interval), got 1"),
+        ("train.eval_tasks=1", "train.eval_tasks: must be >= 2, got 1"),
         ("train.eval_patience=2", "train.eval_patience: needs train.eval_every >= 1"),
     ],
 )
