@@ -36,6 +36,7 @@ from meta_rl.evaluation import (
 from meta_rl.perf import configure_learner
 from meta_rl.samplers import VectorSampler
 from meta_rl.stats import confidence_interval
+from meta_rl.tables import format_table
 from meta_rl.trainer import train
 
 ROOT = Path(__file__).parent
@@ -117,18 +118,17 @@ def navigation_markdown(results: dict[str, Any], args: argparse.Namespace) -> st
         "each on fresh episodes). Mean return ± 95 % Student-t interval over tasks. `steps` = "
         "training env steps of the checkpoint used (the last one at or below the budget).",
         "",
-        "| budget | method | steps | before adaptation | after 1 step | after k steps |",
-        "|---|---|---|---|---|---|",
     ]
+    header = ["budget", "method", "steps", "before adaptation", "after 1 step", "after k steps"]
+    rows = []
     for i, budget in enumerate([0.0, *args.budgets]):
         for name, data in results["methods"].items():
             row = data["rows"][i]
             r = np.asarray(row["returns"])
+            steps = f"{row['env_steps'] / 1e6:.2f} M"
             last = f"{_ci(r[:, -1])} (k={r.shape[1] - 1})"
-            lines.append(
-                f"| {budget / 1e6:.2f} M | {name} | {row['env_steps'] / 1e6:.2f} M | "
-                f"{_ci(r[:, 0])} | {_ci(r[:, 1])} | {last} |"
-            )
+            rows.append([f"{budget / 1e6:.2f} M", name, steps, _ci(r[:, 0]), _ci(r[:, 1]), last])
+    lines.append(format_table(header, rows, markdown=True))
     return "\n".join(lines) + "\n"
 
 
@@ -167,18 +167,17 @@ def halfcheetah_markdown(results: dict[str, Any], args: argparse.Namespace) -> s
     ]
     for row in results["rows"]:
         k = len(row["forward"][0]) - 1
-        header = " | ".join(f"after {s} step{'s' if s != 1 else ''}" for s in range(k + 1))
+        header = ["direction", *(f"after {s} step{'s' if s != 1 else ''}" for s in range(k + 1))]
+        cells = [
+            [direction, *(_ci(np.asarray(row[direction])[:, s]) for s in range(k + 1))]
+            for direction in ("forward", "backward")
+        ]
         lines += [
             f"Checkpoint at {row['env_steps'] / 1e6:.2f} M training env steps:",
             "",
-            f"| direction | {header} |",
-            "|---|" + "---|" * (k + 1),
+            format_table(header, cells, markdown=True),
+            "",
         ]
-        for direction in ("forward", "backward"):
-            r = np.asarray(row[direction])
-            cells = " | ".join(_ci(r[:, s]) for s in range(k + 1))
-            lines.append(f"| {direction} | {cells} |")
-        lines.append("")
     return "\n".join(lines)
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from meta_rl.config import BASELINES
+from meta_rl.tables import format_table
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "experiments" / "configs"
@@ -361,8 +362,7 @@ def write_report(
                 _fmt_seconds(curve.wall_s),
             ]
             rows.append(cells)
-    table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    table += ["| " + " | ".join(r) + " |" for r in rows]
+    table = format_table(header, rows, markdown=True)
     command = f"python experiments/reproduce.py --benchmark {benchmark.name}"
     if args.budget != "small":
         command += f" --budget {args.budget}"
@@ -377,7 +377,7 @@ def write_report(
         f"{budget.eval_tasks} tasks, {budget.eval_episodes} episodes per task and step. "
         "Paper values (Finn et al. 2017, figs. 4-5) are read off its plots: approximate.",
         "",
-        *table,
+        table,
         "",
         f"![adaptation curves]({png.name})",
         "",

@@ -40,6 +40,7 @@ from meta_rl.config import BASELINES, EvalSettings
 from meta_rl.functional import Params, expand_to_tasks, policy_params
 from meta_rl.samplers import Sampler, VectorSampler
 from meta_rl.stats import confidence_interval
+from meta_rl.tables import format_table
 
 EVAL_SPAWN_KEY = 0x6D657461_74657374  # b"metatest": the held-out stream's spawn key
 EVAL_DIR = "eval"
@@ -427,11 +428,4 @@ def curves_table(curves: Sequence[AdaptationCurve]) -> str:
     steps = max((len(c.task_returns) for c in curves), default=0)
     header = ["method", *(f"step {k}" for k in range(steps))]
     rows = [[c.method, *(f"{m:.2f} ± {h:.2f}" for m, h in c.mean_ci())] for c in curves]
-    widths = [max(len(r[i]) for r in [header, *rows] if i < len(r)) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(
-            cell.rjust(w) if i else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(r, widths, strict=False))
-        )
-        for r in [header, *rows]
-    )
+    return format_table(header, rows, align="l" + "r" * steps)
