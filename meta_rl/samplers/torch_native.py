@@ -188,13 +188,13 @@ class TorchSampler(Sampler):
                 log_probs.append(dist.log_prob(action).reshape(batch))
                 action = action.reshape(batch, *action.shape[2:])
                 obs, reward, term = env.step(action, env_generator)
-                valid = active.float()
-                obs = obs * valid.unsqueeze(1)  # zero after the final next-observation
+                in_episode = active.float()
+                obs = obs * in_episode.unsqueeze(1)  # zero after the final next-observation
                 observations.append(obs)
                 actions.append(action)
-                rewards.append(reward * valid)
+                rewards.append(reward * in_episode)
                 terminated.append(term & active)
-                mask.append(valid)
+                mask.append(in_episode)
                 active = active & ~term
 
         def stack(items: list[Tensor]) -> Tensor:
