@@ -165,7 +165,7 @@ class TorchSampler(Sampler):
     ) -> Episodes:
         """One episode per (task, episode) slot; ``params`` holds one parameter set per task.
 
-        The steps run in inference mode (~10 % less per-op overhead than ``no_grad``); the
+        The steps run in inference mode (less per-op overhead than ``no_grad``); the
         episodes are stacked outside it, so they are ordinary tensors that losses can use.
         """
         reset_seeds, torch_seed = self.phase_seeds(tasks)  # drawn as VectorSampler does
