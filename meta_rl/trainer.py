@@ -81,6 +81,7 @@ def train(
     """
     run_dir = Path(resume or run_dir or default_run_dir(config))
     device = resolve_device(config.train.device)
+    callback_list = [*config_callbacks(config), *map(as_callback, callbacks)]
     state = None
     if resume is not None:
         latest = find_latest(run_dir)
@@ -91,7 +92,6 @@ def train(
     save_config(config, run_dir / "config.yaml")
 
     trainer = MetaTrainer(config, device)
-    callback_list = [*config_callbacks(config), *map(as_callback, callbacks)]
     start_iteration, env_steps = 0, 0
     if state is not None:
         trainer.load_state_dict(state["trainer"])

@@ -190,3 +190,9 @@ def test_held_out_evaluation_refuses_settings_without_an_interval():
         "eval/return_step_2",
         "eval/ci95_step_2",
     ]
+
+
+def test_a_callback_that_is_not_callable_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(TypeError, match="callbacks: expected a Callback or a callable, got int"):
+        train(small_config(), run_dir=tmp_path / "run", callbacks=[3])  # type: ignore[list-item]
+    assert not (tmp_path / "run").exists()
