@@ -13,11 +13,12 @@ Why not ``mujoco.rollout`` (3.3.0): it restores each trajectory from an
 ``mjSTATE_FULLPHYSICS`` state (time, qpos, qvel, act, plugin state) and returns only such
 states and sensor data. The constraint solver's warm start (``qacc_warmstart``) is an input
 only (zero when not given) and never returned, so a closed-loop policy, which needs one call
-per env step, cannot carry it from one step to the next: with the warm start dropped,
-HalfCheetah's observations leave the Gymnasium trajectory by ~2e-5 within 100 steps (the
-solver stops at its tolerance from another starting point, and the dynamics amplify it).
-Ant's ``cfrc_ext`` is not in its output either; it is the contact force of the last RK4 stage
-of the last substep, which no sensor reproduces. Exact equivalence therefore needs each
+per env step, cannot carry it from one step to the next. With the warm start dropped, the
+solver stops at its tolerance from another starting point and the dynamics amplify the
+difference: HalfCheetah's observations leave the Gymnasium trajectory by more than 1e-9
+within 100 steps (``test_rollout_warmstart_is_why_rollout_is_not_used``). The Ant's
+``cfrc_ext`` (what ``mj_rnePostConstraint`` computes from the last RK4 stage of the last
+substep) is in none of its outputs either. Exact equivalence therefore needs each
 sub-env's own ``MjData``, stepped by the same C calls; ``rollout`` would only pay off for
 open-loop controls.
 
