@@ -17,8 +17,8 @@ per env step, cannot carry it from one step to the next. With the warm start dro
 solver stops at its tolerance from another starting point and the dynamics amplify the
 difference: HalfCheetah's observations leave the Gymnasium trajectory by more than 1e-9
 within 100 steps (``test_rollout_warmstart_is_why_rollout_is_not_used``). The Ant's
-``cfrc_ext`` (what ``mj_rnePostConstraint`` computes from the last RK4 stage of the last
-substep) is in none of its outputs either. Exact equivalence therefore needs each
+``cfrc_ext`` (what ``mj_rnePostConstraint`` computes after the whole step, from the
+intermediate quantities the RK4 integrator leaves in ``MjData``) is in none of its outputs. Exact equivalence therefore needs each
 sub-env's own ``MjData``, stepped by the same C calls; ``rollout`` would only pay off for
 open-loop controls.
 
