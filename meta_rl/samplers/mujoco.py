@@ -18,9 +18,9 @@ solver stops at its tolerance from another starting point and the dynamics ampli
 difference: HalfCheetah's observations leave the Gymnasium trajectory by more than 1e-9
 within 100 steps (``test_rollout_warmstart_is_why_rollout_is_not_used``). The Ant's
 ``cfrc_ext`` (what ``mj_rnePostConstraint`` computes after the whole step, from the
-intermediate quantities the RK4 integrator leaves in ``MjData``) is in none of its outputs. Exact equivalence therefore needs each
-sub-env's own ``MjData``, stepped by the same C calls; ``rollout`` would only pay off for
-open-loop controls.
+intermediate quantities the RK4 integrator leaves in ``MjData``) is in none of its outputs.
+Exact equivalence therefore needs each sub-env's own ``MjData``, stepped by the same C calls;
+``rollout`` would only pay off for open-loop controls.
 
 One object steps one shard: the in-process sampler holds one for the whole batch (a thread
 per core), each ``ProcessSampler`` worker holds one for its shard (one thread), and any other
