@@ -34,8 +34,10 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from meta_rl.adaptation import AdvantageEstimator, InnerBatch, adapt, detached
+from meta_rl.adaptation import AdvantageEstimator, adapt, detached
+from meta_rl.algorithms import closed_form
 from meta_rl.builders import advantage_estimator
+from meta_rl.episodes import InnerBatch
 from meta_rl.functional import Params, expand_to_tasks, policy_params
 from meta_rl.samplers import Sampler, VectorSampler
 
@@ -306,6 +308,7 @@ def make_eval_sampler(config: Any, num_tasks: int, episodes: int, env_id: str | 
         seed=0,  # replaced by the held-out sampler state before every curve
         env_kwargs=config.env.kwargs,
         max_episode_steps=config.env.max_episode_steps,
+        task_forward=closed_form.task_forward,  # as build_sampler: the same episodes
     )
 
 

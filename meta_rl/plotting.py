@@ -8,14 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from meta_rl.evaluation import AdaptationCurve
+
+class Curve(Protocol):
+    """What a plot needs of a curve (``meta_rl.evaluation.AdaptationCurve``, which imports
+    this module: naming it here would be an import cycle)."""
+
+    def mean_ci(self) -> list[tuple[float, float]]:
+        """(mean, confidence half-width) after each of 0..K inner steps."""
+        ...
 
 
 def plot_curves(
-    curves: Sequence[tuple[str, AdaptationCurve]],
+    curves: Sequence[tuple[str, Curve]],
     out: str | Path,
     title: str = "",
 ) -> Path:

@@ -151,7 +151,8 @@ def test_chunked_subsampled_fisher_product_is_the_kl_hessian(
         inner_lr=0.5, cg_damping=0.1, fvp=fvp, task_chunk=chunk, fisher_subsample=subsample
     )
     maml = MAMLTRPO(policy, settings)
-    _, grad, product, _, _ = maml.linearize(policy_params(policy), inner, valid, advantages)
+    linearization = maml.linearize(policy_params(policy), inner, valid, advantages)
+    grad, product = linearization.grad, linearization.fisher
     fisher = _reference_fisher(policy, inner, valid, stride)
     v = torch.randn(grad.numel(), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     torch.testing.assert_close(product(v), fisher @ v + 0.1 * v, rtol=1e-9, atol=1e-12)

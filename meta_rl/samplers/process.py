@@ -44,7 +44,7 @@ from torch import nn
 
 import meta_rl.envs  # noqa: F401  (registers the MetaRL/ families with Gymnasium)
 from meta_rl.episodes import Episodes
-from meta_rl.functional import Params, flatten_distribution
+from meta_rl.functional import Params, TaskForward, flatten_distribution
 from meta_rl.perf import configure_worker, cpu_count
 from meta_rl.samplers.base import (
     Sampler,
@@ -116,6 +116,7 @@ def _worker_main(
     buffer: Any,
     layout: Layout,
     parent_pid: int,
+    task_forward: TaskForward,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent_pid)
@@ -148,6 +149,7 @@ def _worker_main(
                 device=torch.device("cpu"),
                 draw_action=functools.partial(_draw_as_whole_batch, num_tasks, offset),
                 stop_when_done=False,
+                task_forward=task_forward,
             )
             conn.send(("ok", end))
         except Exception:
@@ -217,6 +219,7 @@ class ProcessSampler(Sampler):
                         self._buffer,
                         self._layout,
                         os.getpid(),
+                        self.task_forward,
                     ),
                     daemon=True,
                 )

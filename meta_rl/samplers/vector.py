@@ -32,7 +32,16 @@ class VectorSampler(Sampler):
         reset_seeds, torch_seed = self.phase_seeds(tasks)
         arrays = self.empty_arrays()
         rollout(
-            self.envs, arrays, 0, policy, params, tasks, reset_seeds, torch_seed, device=self.device
+            self.envs,
+            arrays,
+            0,
+            policy,
+            params,
+            tasks,
+            reset_seeds,
+            torch_seed,
+            device=self.device,
+            task_forward=self.task_forward,
         )
         return arrays_to_episodes(arrays, self.num_tasks, self.episodes_per_task, self.device)
 
