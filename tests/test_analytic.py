@@ -14,7 +14,7 @@ from torch.func import functional_call
 from meta_rl.adaptation import adapt
 from meta_rl.agents.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 from meta_rl.algorithms import closed_form
-from meta_rl.algorithms.adapted import AutogradAdaptation
+from meta_rl.algorithms.adapted import AutogradAdaptation, InnerLoop
 from meta_rl.algorithms.maml_trpo import MAMLTRPO, MAMLTRPOSettings
 from meta_rl.algorithms.trpo import flat
 from meta_rl.episodes import InnerBatch
@@ -212,9 +212,9 @@ class _ExpLoss:
 def test_closed_form_refuses_an_inner_loss_that_is_not_linear_in_the_log_probs():
     policy = make_policy("tanh")
     with pytest.raises(ValueError, match=r"linear in the log-probs.*_ExpLoss"):
-        closed_form.ClosedFormAdaptation(policy, 0.3, False, _ExpLoss())
+        closed_form.ClosedFormAdaptation(InnerLoop(policy, 0.3, loss=_ExpLoss()))
     with pytest.raises(ValueError, match="plain GaussianMLPPolicy"):
-        closed_form.ClosedFormAdaptation(CategoricalMLPPolicy(OBS, 3), 0.3, False)
+        closed_form.ClosedFormAdaptation(InnerLoop(CategoricalMLPPolicy(OBS, 3), 0.3))
 
 
 def test_maml_falls_back_to_autograd_for_such_a_loss_and_differentiates_it():

@@ -37,6 +37,17 @@ from meta_rl.functional import (
 
 
 @dataclass(frozen=True)
+class InnerLoop:
+    """What the inner loop is, for a strategy to differentiate: the policy adapted, the step
+    size, whether second-order terms are dropped (FOMAML), and the inner loss."""
+
+    policy: nn.Module
+    lr: float
+    first_order: bool = False
+    loss: InnerLoss = REINFORCE
+
+
+@dataclass(frozen=True)
 class AdaptedPolicies:
     """Adapted policies at the old parameters: their distribution's parameter tensors, the
     function that rebuilds the distribution from them, the Jacobian of those tensors w.r.t.
@@ -78,21 +89,12 @@ class AutogradAdaptation:
     """``Adaptation`` for any policy: the inner steps' autograd graph is the Jacobian.
 
     ``forward`` runs the policy with per-task parameters where no graph is needed (line-search
-    candidates); ``loss`` is the inner loss, any ``InnerLoss``.
+    candidates); the inner loss may be any ``InnerLoss``.
     """
 
-    def __init__(
-        self,
-        policy: nn.Module,
-        inner_lr: float,
-        first_order: bool,
-        loss: InnerLoss = REINFORCE,
-        forward: TaskForward = task_distribution,
-    ) -> None:
-        self.policy = policy
-        self.inner_lr = inner_lr
-        self.first_order = first_order
-        self.loss = loss
+    def __init__(self, loop: InnerLoop, forward: TaskForward = task_distribution) -> None:
+        self.loop = loop
+        self.policy = loop.policy
         self.forward = forward
 
     def adapted_params(
@@ -103,14 +105,15 @@ class AutogradAdaptation:
             self.policy,
             expand_to_tasks(theta, num_tasks),
             inner,
-            self.inner_lr,
-            first_order=self.first_order,
+            self.loop.lr,
+            first_order=self.loop.first_order,
             create_graph=create_graph,
-            loss=self.loss,
+            loss=self.loop.loss,
         )
 
     def inner_step(self, params: Params, batch: InnerBatch) -> Params:
-        return adapt(self.policy, params, batch, self.inner_lr, create_graph=False, loss=self.loss)
+        loop = self.loop
+        return adapt(self.policy, params, batch, loop.lr, create_graph=False, loss=loop.loss)
 
     def linearize(
         self, theta: Params, inner: list[InnerBatch], obs: Tensor, final: Params | None = None

@@ -39,7 +39,7 @@ from torch.distributions import Distribution
 
 from meta_rl.adaptation import REINFORCE, InnerLoss
 from meta_rl.agents.policies import GaussianMLPPolicy, Tanh, diagonal_gaussian
-from meta_rl.algorithms.adapted import AdaptedPolicies
+from meta_rl.algorithms.adapted import AdaptedPolicies, InnerLoop
 from meta_rl.algorithms.trpo import Vector, flat, unflat
 from meta_rl.episodes import InnerBatch
 from meta_rl.functional import Params, flatten_distribution, shared_params
@@ -428,13 +428,8 @@ class ClosedFormAdaptation:
     REINFORCE): the inner-loss Hessian here treats its per-step weights as constants.
     """
 
-    def __init__(
-        self,
-        policy: nn.Module,
-        inner_lr: float,
-        first_order: bool,
-        loss: InnerLoss = REINFORCE,
-    ) -> None:
+    def __init__(self, loop: InnerLoop) -> None:
+        policy, loss = loop.policy, loop.loss
         if not supports(policy):
             raise ValueError(
                 f"closed-form derivatives need a plain GaussianMLPPolicy with trainable "
@@ -445,20 +440,25 @@ class ClosedFormAdaptation:
                 f"closed-form derivatives need an inner loss linear in the log-probs "
                 f"(REINFORCE), got {type(loss).__name__}: use the autograd adaptation"
             )
+        self.loop = loop
         self.policy = policy
-        self.inner_lr = inner_lr
-        self.first_order = first_order
-        self.loss = loss
 
     def _adapt(
         self, theta: Params, inner: list[InnerBatch], obs: Tensor, final: Params | None = None
     ) -> AdaptedGaussianMLP:
         return AdaptedGaussianMLP(
-            self.policy, theta, inner, obs, self.inner_lr, self.first_order, final, self.loss
+            self.policy,
+            theta,
+            inner,
+            obs,
+            self.loop.lr,
+            self.loop.first_order,
+            final,
+            self.loop.loss,
         )
 
     def inner_step(self, params: Params, batch: InnerBatch) -> Params:
-        return inner_step(self.policy, params, batch, self.inner_lr, self.loss)
+        return inner_step(self.policy, params, batch, self.loop.lr, self.loop.loss)
 
     def linearize(
         self, theta: Params, inner: list[InnerBatch], obs: Tensor, final: Params | None = None

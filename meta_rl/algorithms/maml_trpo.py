@@ -23,7 +23,12 @@ from torch.distributions import Distribution, kl_divergence
 from meta_rl.adaptation import REINFORCE, AdvantageEstimator, InnerLoss, adapt_steps, detached
 from meta_rl.agents.pg import masked_task_mean
 from meta_rl.algorithms import closed_form
-from meta_rl.algorithms.adapted import Adaptation, AdaptedPolicies, AutogradAdaptation
+from meta_rl.algorithms.adapted import (
+    Adaptation,
+    AdaptedPolicies,
+    AutogradAdaptation,
+    InnerLoop,
+)
 from meta_rl.algorithms.base import MetaLearner
 from meta_rl.algorithms.settings import MAMLTRPOSettings
 from meta_rl.algorithms.trpo import (
@@ -84,13 +89,10 @@ def choose_adaptation(
             stacklevel=2,
         )
         closed = False
+    loop = InnerLoop(policy, settings.inner_lr, settings.first_order, loss)
     if closed:
-        return closed_form.ClosedFormAdaptation(
-            policy, settings.inner_lr, settings.first_order, loss
-        )
-    return AutogradAdaptation(
-        policy, settings.inner_lr, settings.first_order, loss, forward=closed_form.task_forward
-    )
+        return closed_form.ClosedFormAdaptation(loop)
+    return AutogradAdaptation(loop, forward=closed_form.task_forward)
 
 
 @dataclass(frozen=True)
