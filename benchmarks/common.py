@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from meta_rl.tables import format_table
+
 FAMILIES = {
     "nav": "MetaRL/Navigation2D-v0",
     "cheetah": "MetaRL/HalfCheetahVel-v0",
@@ -43,14 +45,8 @@ def load() -> float:
 
 
 def table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
-    def fmt(v: Any) -> str:
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
-
-    cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join(lines)
+    """Right-aligned columns, floats to 3 decimals (``meta_rl.tables``, the shared formatter)."""
+    return format_table(columns, [[r.get(c, "") for c in columns] for r in rows], align="r")
 
 
 def write(out: Path, name: str, payload: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> None:
     """Train each variant at each seed; compare returns by iteration."""
     import csv
 
+    from meta_rl.perf import configure_learner
     from meta_rl.trainer import train
 
     curves: dict[str, dict[int, list[tuple[float, float]]]] = {}
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> None:
             config = batch_config(
                 args, [*overrides, f"train.seed={seed}", f"train.iterations={args.iterations}"]
             )
+            configure_learner(config.train.num_threads)  # as `meta-rl train` does; train() doesn't
             run_dir = train(config, run_dir=args.out / f"learning_{variant}_{seed}")
             with (run_dir / "progress.csv").open(newline="") as f:
                 rows = list(csv.DictReader(f))

@@ -6,6 +6,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from meta_rl.tables import format_table  # standard library only: no torch, no learner
+
 NAMESPACE = "MetaRL"
 
 
@@ -42,10 +44,7 @@ def family_table() -> str:
             )
         )
         env.close()
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(line.rstrip() for line in lines)
+    return format_table(header, rows[1:], rule=True)
 
 
 def random_policy_return(env_id: str, episodes: int, seed: int) -> float:

@@ -200,6 +200,8 @@ def _train(args: argparse.Namespace) -> int:
         run_dir = args.run_dir if args.run_dir is not None else default_run_dir(config)
 
     train = importlib.import_module("meta_rl.trainer").train
+    # the command owns its process: all cores (or train.num_threads) for torch, tuned malloc
+    importlib.import_module("meta_rl.perf").configure_learner(config.train.num_threads)
     print(f"run dir: {run_dir}", file=sys.stderr)
     out = train(config, run_dir=run_dir, resume=args.resume)
     print(importlib.import_module("meta_rl.trainer").summary(out))

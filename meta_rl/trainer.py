@@ -1,8 +1,10 @@
-"""Meta-training loop: sample tasks, adapt, meta-update; log, checkpoint, resume."""
+"""Meta-training loop: sample tasks, adapt, meta-update; callbacks, log, checkpoint, resume."""
 
 from __future__ import annotations
 
 import csv
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +13,10 @@ from tqdm import tqdm
 
 from meta_rl.algorithms.base import IterationReport
 from meta_rl.builders import build_meta_learner, build_policy, build_sampler, resolve_device
+from meta_rl.callbacks import Callback, TrainingState, as_callback, config_callbacks
 from meta_rl.checkpoint import CheckpointManager, find_latest, load_checkpoint
 from meta_rl.config import Config, config_to_dict, default_run_dir, save_config
 from meta_rl.logger import MetricLogger
-from meta_rl.perf import configure_learner
 
 
 class MetaTrainer:
@@ -59,16 +61,27 @@ class MetaTrainer:
         self.sampler.close()
 
 
-def train(config: Config, run_dir: Path | None = None, resume: Path | None = None) -> Path:
+def train(
+    config: Config,
+    run_dir: Path | None = None,
+    resume: Path | None = None,
+    *,
+    callbacks: Sequence[Callback | Callable[[TrainingState], bool | None]] = (),
+) -> Path:
     """Meta-train as configured; returns the run directory (config, CSV, TensorBoard, checkpoints).
 
     With ``resume``, continues that run from its latest checkpoint up to
     ``config.train.iterations``: 2 + 2 iterations give bitwise the same result as 4 on CPU.
+    ``callbacks`` run after every iteration, after the config's own (``train.eval_every``);
+    any of them returning False ends the run (``meta_rl.callbacks``).
+
+    Process-wide settings (torch's thread count, glibc malloc) are left as they are: the
+    ``meta-rl train`` command applies them, a script opts in with
+    ``meta_rl.perf.configure_learner(config.train.num_threads)`` before calling this.
     """
     run_dir = Path(resume or run_dir or default_run_dir(config))
     device = resolve_device(config.train.device)
-    # learner: all cores (sampler workers use one thread each); glibc keeps large blocks
-    configure_learner(config.train.num_threads)
+    callback_list = [*config_callbacks(config), *map(as_callback, callbacks)]
     state = None
     if resume is not None:
         latest = find_latest(run_dir)
@@ -83,14 +96,21 @@ def train(config: Config, run_dir: Path | None = None, resume: Path | None = Non
     if state is not None:
         trainer.load_state_dict(state["trainer"])
         start_iteration, env_steps = state["iteration"] + 1, state["env_steps"]
+        _load_callback_states(callback_list, state.get("callbacks", {}))
     logger = MetricLogger(run_dir, config_to_dict(config), state["logger"] if state else None)
     checkpoints = CheckpointManager(run_dir, config.train.checkpoint_every)
+    run = TrainingState(trainer, logger, run_dir, start_iteration - 1, env_steps)
     total = config.train.iterations
     bar = tqdm(range(start_iteration, total), initial=start_iteration, total=total, unit="it")
     try:
+        for callback in callback_list:
+            callback.on_training_start(run)
         for iteration in bar:
             result = trainer.iteration(logger)
             env_steps += result.env_steps
+            run.iteration, run.env_steps, run.report = iteration, env_steps, result
+            # every callback runs (and records its metrics) before the row is written
+            stop = [cb for cb in callback_list if cb.on_iteration_end(run) is False]
             logger.dump(iteration, env_steps)
             checkpoints.save(
                 iteration,
@@ -99,6 +119,7 @@ def train(config: Config, run_dir: Path | None = None, resume: Path | None = Non
                     "env_steps": env_steps,
                     "trainer": trainer.state_dict(),
                     "logger": logger.state_dict(),
+                    "callbacks": _callback_states(callback_list),
                 },
             )
             bar.set_postfix(
@@ -106,11 +127,30 @@ def train(config: Config, run_dir: Path | None = None, resume: Path | None = Non
                 post=f"{result.returns[-1]:.2f}",
                 steps_per_s=f"{result.env_steps / max(result.sampling_s, 1e-9):.0f}",
             )
+            if stop:
+                names = ", ".join(type(cb).__name__ for cb in stop)
+                bar.write(
+                    f"training stopped after iteration {iteration} by {names}", file=sys.stderr
+                )
+                break
     finally:
         bar.close()
+        for callback in callback_list:
+            callback.on_training_end(run)
         logger.close()
         trainer.close()
     return run_dir
+
+
+def _callback_states(callbacks: Sequence[Callback]) -> dict[str, dict[str, Any]]:
+    """Keyed by position and class name, so a resume with other callbacks skips what differs."""
+    return {f"{i}:{type(cb).__name__}": cb.state_dict() for i, cb in enumerate(callbacks)}
+
+
+def _load_callback_states(callbacks: Sequence[Callback], states: dict[str, Any]) -> None:
+    for key, callback in zip(_callback_states(callbacks), callbacks, strict=True):
+        if key in states:
+            callback.load_state_dict(states[key])
 
 
 def summary(run_dir: Path) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 import gymnasium
 import pytest
 
+import meta_rl.perf
 from meta_rl.checkpoint import save_checkpoint
 from meta_rl.cli import main
 from meta_rl.config import Config, load_config, save_config
@@ -29,13 +30,22 @@ def dummy_env():
     del gymnasium.envs.registry[DUMMY_ID]
 
 
+@pytest.fixture(autouse=True)
+def process_settings(monkeypatch):
+    """Stands in for meta_rl.perf.configure_learner (the test process keeps its threads)."""
+    calls: list[int | None] = []
+    monkeypatch.setattr(meta_rl.perf, "configure_learner", calls.append)
+    return calls
+
+
 @pytest.fixture
-def fake_train(monkeypatch):
+def fake_train(monkeypatch, process_settings):
     """Stands in for meta_rl.trainer: records each call and returns the run dir."""
     calls: list[dict] = []
 
     def train(config: Config, run_dir: Path | None = None, resume: Path | None = None) -> Path:
-        calls.append({"config": config, "run_dir": run_dir, "resume": resume})
+        configured = list(process_settings)
+        calls.append({"config": config, "run_dir": run_dir, "resume": resume, "perf": configured})
         return Path(run_dir)
 
     monkeypatch.setitem(
@@ -79,6 +89,15 @@ def test_train_applies_set_then_flags_and_passes_run_dir(fake_train, config_file
     assert (cfg.train.device, cfg.policy.hidden_sizes) == ("auto", [32, 32])
     assert call["run_dir"] == tmp_path / "run" and call["resume"] is None
     assert capsys.readouterr().out.strip() == str(tmp_path / "run")
+
+
+def test_train_command_configures_the_process_before_training(fake_train, config_file):
+    """`meta-rl train` owns its process: threads and malloc are set before train() runs."""
+    assert main(["train", str(config_file), "--run-dir", "run"]) == 0
+    assert (
+        main(["train", str(config_file), "--run-dir", "run", "--set", "train.num_threads=3"]) == 0
+    )
+    assert [call["perf"] for call in fake_train] == [[None], [None, 3]]
 
 
 def test_train_default_run_dir_is_env_algo_seed_time(
