@@ -11,10 +11,12 @@ from tqdm import tqdm
 
 from meta_rl.algorithms.base import IterationReport
 from meta_rl.builders import build_meta_learner, build_policy, build_sampler, resolve_device
-from meta_rl.checkpoint import CheckpointManager, find_latest, load_checkpoint
-from meta_rl.config import Config, config_to_dict, default_run_dir, save_config
+from meta_rl.checkpoint import CheckpointManager
+from meta_rl.config import Config, ConfigError, config_to_dict, default_run_dir
+from meta_rl.envs import TaskEnv
 from meta_rl.logger import MetricLogger
 from meta_rl.perf import configure_learner
+from meta_rl.runs import RunPlan, plan_run
 
 
 class MetaTrainer:
@@ -59,32 +61,55 @@ class MetaTrainer:
         self.sampler.close()
 
 
-def train(config: Config, run_dir: Path | None = None, resume: Path | None = None) -> Path:
+def train(
+    config: Config,
+    run_dir: Path | None = None,
+    resume: Path | None = None,
+    *,
+    overwrite: bool = False,
+    checkpoint: Path | None = None,
+) -> Path:
     """Meta-train as configured; returns the run directory (config, CSV, TensorBoard, checkpoints).
 
-    With ``resume``, continues that run from its latest checkpoint up to
-    ``config.train.iterations``: 2 + 2 iterations give bitwise the same result as 4 on CPU.
+    ``train.iterations`` is the run's total. With ``resume``, continues that run from its
+    latest checkpoint (or ``checkpoint``) up to it: 2 + 2 iterations give bitwise the same
+    result as 4 on CPU, and a run that already has them is left untouched. A new run refuses
+    a directory that holds another run unless ``overwrite``, which empties it first. Every
+    check, and building the envs and the policy, happens before anything is written.
     """
     run_dir = Path(resume or run_dir or default_run_dir(config))
     device = resolve_device(config.train.device)
+    plan = plan_run(
+        config,
+        run_dir,
+        resume=resume is not None,
+        overwrite=overwrite,
+        checkpoint=checkpoint,
+        map_location=device,
+    )
+    if plan.nothing_to_do:
+        return run_dir
     # learner: all cores (sampler workers use one thread each); glibc keeps large blocks
     configure_learner(config.train.num_threads)
-    state = None
-    if resume is not None:
-        latest = find_latest(run_dir)
-        if latest is None:
-            raise FileNotFoundError(f"{run_dir}: no checkpoint to resume from")
-        state = load_checkpoint(latest, map_location=device)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
-
     trainer = MetaTrainer(config, device)
+    try:
+        if not isinstance(trainer.sampler.unwrapped, TaskEnv):
+            raise ConfigError(f"env.id: '{config.env.id}' did not build a meta_rl.envs.TaskEnv")
+        plan.create(config)
+        _loop(config, plan, trainer)
+    finally:
+        trainer.close()
+    return run_dir
+
+
+def _loop(config: Config, plan: RunPlan, trainer: MetaTrainer) -> None:
+    state = plan.state
     start_iteration, env_steps = 0, 0
     if state is not None:
         trainer.load_state_dict(state["trainer"])
         start_iteration, env_steps = state["iteration"] + 1, state["env_steps"]
-    logger = MetricLogger(run_dir, config_to_dict(config), state["logger"] if state else None)
-    checkpoints = CheckpointManager(run_dir, config.train.checkpoint_every)
+    logger = MetricLogger(plan.run_dir, config_to_dict(config), state["logger"] if state else None)
+    checkpoints = CheckpointManager(plan.run_dir, config.train.checkpoint_every)
     total = config.train.iterations
     bar = tqdm(range(start_iteration, total), initial=start_iteration, total=total, unit="it")
     try:
@@ -99,6 +124,7 @@ def train(config: Config, run_dir: Path | None = None, resume: Path | None = Non
                     "env_steps": env_steps,
                     "trainer": trainer.state_dict(),
                     "logger": logger.state_dict(),
+                    "config": config_to_dict(config),
                 },
             )
             bar.set_postfix(
@@ -109,23 +135,19 @@ def train(config: Config, run_dir: Path | None = None, resume: Path | None = Non
     finally:
         bar.close()
         logger.close()
-        trainer.close()
-    return run_dir
 
 
 def summary(run_dir: Path) -> str:
-    """A few lines for the terminal: where the run is, how it ended, how to watch it."""
+    """How the run ended, in one line for the terminal (empty before its first iteration)."""
     with (run_dir / "progress.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
-    lines = [f"run dir: {run_dir}"]
-    if rows:
-        first, last = rows[0], rows[-1]
-        lines.append(
-            f"iteration {last['iteration']}: return before adaptation "
-            f"{float(last['return_pre_adapt']):.2f}, after {float(last['return_post_adapt']):.2f} "
-            f"(iteration 0: {float(first['return_pre_adapt']):.2f} -> "
-            f"{float(first['return_post_adapt']):.2f}); {int(last['env_steps']):,} env steps, "
-            f"{float(last['time_s']):.0f} s"
-        )
-    lines.append(f"TensorBoard logs: {run_dir}  (open with: tensorboard --logdir {run_dir})")
-    return "\n".join(lines)
+    if not rows:
+        return ""
+    first, last = rows[0], rows[-1]
+    return (
+        f"iteration {last['iteration']}: return before adaptation "
+        f"{float(last['return_pre_adapt']):.2f}, after {float(last['return_post_adapt']):.2f} "
+        f"(iteration 0: {float(first['return_pre_adapt']):.2f} -> "
+        f"{float(first['return_post_adapt']):.2f}); {int(last['env_steps']):,} env steps, "
+        f"{float(last['time_s']):.0f} s"
+    )
