@@ -40,6 +40,9 @@ VARIANTS: dict[str, tuple[list[str], bool]] = {
 }
 
 
+CHILD = "_child"  # the internal subcommand a variant runs in (a fresh process), not listed
+
+
 def variant_overrides(variant: str, family: str, extra: Sequence[str]) -> list[str]:
     """A variant's config overrides; "fast*" adds the fastest sampler for the family."""
     overrides = [*VARIANTS[variant][0], *extra]
@@ -342,7 +345,7 @@ def cmd_iteration(args: argparse.Namespace) -> None:
         }
         before = load()
         out = subprocess.run(
-            [sys.executable, "-m", "benchmarks", "_child", json.dumps(spec)],
+            [sys.executable, "-m", "benchmarks", CHILD, json.dumps(spec)],
             capture_output=True,
             text=True,
             check=False,
@@ -478,12 +481,16 @@ def add_override_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks") -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == [CHILD]:  # internal: one iteration variant, JSON on stdout
+        print(json.dumps(run_iterations(json.loads(argv[1]))))
+        return 0
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks", description=__doc__.split("\n")[0]
+        prog=prog, description="speed benchmarks: tables on stdout, JSON on disk"
     )
     parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="JSON directory")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     c = sub.add_parser("ceiling", help="raw env.step throughput, 1 process and 1 per core")
     c.add_argument(
@@ -522,10 +529,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     lc.add_argument("--variants", nargs="+", default=["fast", "fast+fisher20%"], choices=VARIANTS)
     add_override_argument(lc)
     lc.set_defaults(fn=cmd_learning)
-
-    child = sub.add_parser("_child")  # internal: one iteration variant, JSON on stdout
-    child.add_argument("spec")
-    child.set_defaults(fn=lambda a: print(json.dumps(run_iterations(json.loads(a.spec)))))
 
     args = parser.parse_args(argv)
     args.fn(args)
