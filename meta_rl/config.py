@@ -502,7 +502,8 @@ def _check_env(env: EnvConfig) -> None:
     spec = registry.get(env_id)
     if spec is None:
         close = difflib.get_close_matches(env_id, list(registry), n=1, cutoff=0.85)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        prefix = f"{module}:" if module else ""  # the suggestion must work as written
+        hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
         raise ConfigError(f"env.id: unknown environment '{env.id}'{hint}")
     _check_env_kwargs(env, spec)
 
