@@ -1,39 +1,36 @@
 """What acts and learns inside one task: policies, the linear baseline, policy-gradient losses.
 
-Never imports ``meta_rl`` (imports flow ``meta_rl -> agents -> envs``).
+Never imports the meta-learners (imports flow ``meta_rl -> agents -> envs``). The names below
+load their module on first use, so that ``meta_rl.agents.choices`` (what a config may name)
+is importable without torch.
 """
 
-from meta_rl.agents.baseline import LinearFeatureBaseline, explained_variance
-from meta_rl.agents.pg import (
-    discounted_returns,
-    gae,
-    masked_task_mean,
-    normalize_advantages,
-    ppo_clip_loss,
-    reinforce_loss,
-)
-from meta_rl.agents.policies import (
-    ACTIVATIONS,
-    CategoricalMLPPolicy,
-    GaussianMLPPolicy,
-    Tanh,
-    get_activation,
-    make_policy,
-)
+from __future__ import annotations
 
-__all__ = [
-    "ACTIVATIONS",
-    "CategoricalMLPPolicy",
-    "GaussianMLPPolicy",
-    "LinearFeatureBaseline",
-    "Tanh",
-    "discounted_returns",
-    "explained_variance",
-    "gae",
-    "get_activation",
-    "make_policy",
-    "masked_task_mean",
-    "normalize_advantages",
-    "ppo_clip_loss",
-    "reinforce_loss",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "LinearFeatureBaseline": "baseline",
+    "explained_variance": "baseline",
+    "discounted_returns": "pg",
+    "gae": "pg",
+    "masked_task_mean": "pg",
+    "normalize_advantages": "pg",
+    "ppo_clip_loss": "pg",
+    "reinforce_loss": "pg",
+    "ACTIVATIONS": "policies",
+    "CategoricalMLPPolicy": "policies",
+    "GaussianMLPPolicy": "policies",
+    "Tanh": "policies",
+    "get_activation": "policies",
+    "make_policy": "policies",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

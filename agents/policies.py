@@ -24,6 +24,8 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
+from meta_rl.agents.choices import Activation
+
 
 class Tanh(nn.Module):
     """``tanh`` that takes the cheaper road in inference.
@@ -42,7 +44,7 @@ class Tanh(nn.Module):
         return 2.0 * torch.sigmoid(2.0 * x) - 1.0
 
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+ACTIVATIONS: dict[Activation, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": Tanh,
     "sigmoid": nn.Sigmoid,

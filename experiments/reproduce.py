@@ -31,6 +31,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from meta_rl.config import BASELINES
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "experiments" / "configs"
 STEPS = 3
@@ -151,8 +153,6 @@ BENCHMARKS: dict[str, Benchmark] = {
         ),
     )
 }
-
-BASELINES = ("random", "pretrained", "oracle")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -111,7 +111,7 @@ def run(
                 )
                 layer.bias.copy_(torch.rand(layer.bias.shape, generator=gen) * 2 * bound - bound)
     settings = ReptileSettings(
-        inner_lr=inner_lr, outer_lr=outer_lr, outer_lr_final=0.0, anneal_iterations=iterations
+        inner_lr=inner_lr, outer_lr=outer_lr, outer_lr_final=0.0, outer_anneal_iterations=iterations
     )
     reptile = Reptile(model, settings)
     eval_gen = torch.Generator().manual_seed(seed + 1)

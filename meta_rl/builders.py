@@ -6,6 +6,7 @@ of the training loop so that evaluating a run never imports it.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import gymnasium as gym
@@ -15,7 +16,8 @@ from torch import nn
 from meta_rl.adaptation import AdvantageEstimator
 from meta_rl.agents.policies import flat_dim, make_policy
 from meta_rl.algorithms.base import MetaLearner
-from meta_rl.algorithms.maml_trpo import MAMLTRPOLearner, MAMLTRPOSettings
+from meta_rl.algorithms.maml_trpo import MAMLTRPOLearner
+from meta_rl.algorithms.settings import MAMLTRPOSettings, ReptileSettings
 from meta_rl.config import Config, ConfigError
 from meta_rl.samplers import Sampler, VectorSampler
 
@@ -82,42 +84,27 @@ def advantage_estimator(config: Config) -> AdvantageEstimator:
 
 
 def build_meta_learner(config: Config, policy: nn.Module, sampler: Sampler) -> MetaLearner:
-    """The meta-learner named by ``algo.name``, wired to the policy and sampler."""
-    algo = config.algo
+    """The meta-learner named by ``algo.name``, with ``config.algo`` as its settings."""
     advantages = advantage_estimator(config)
-    if algo.name == "maml_trpo":
-        settings = MAMLTRPOSettings(
-            inner_lr=algo.inner_lr,
-            first_order=algo.first_order,
-            max_kl=algo.max_kl,
-            cg_iters=algo.cg_iters,
-            cg_damping=algo.cg_damping,
-            ls_max_steps=algo.ls_max_steps,
-            ls_backtrack_ratio=algo.ls_backtrack_ratio,
-            task_chunk=algo.task_chunk,
-            fisher_subsample=algo.fisher_subsample,
-            analytic=algo.analytic,
-        )
-        return MAMLTRPOLearner(policy, sampler, advantages, settings, algo.num_inner_steps)
-    if algo.name == "reptile":
-        return _build_reptile(config, policy, sampler, advantages)
-    raise ValueError(f"algo.name: unknown meta-learner {algo.name!r}")
+    algo = config.algo
+    if isinstance(algo, MAMLTRPOSettings):
+        return MAMLTRPOLearner(policy, sampler, advantages, algo)
+    if isinstance(algo, ReptileSettings):
+        return _build_reptile(config, algo, policy, sampler, advantages)
+    raise ValueError(f"algo.name: no builder for meta-learner {algo.name!r}")
 
 
 def _build_reptile(
-    config: Config, policy: nn.Module, sampler: Sampler, advantages: AdvantageEstimator
+    config: Config,
+    algo: ReptileSettings,
+    policy: nn.Module,
+    sampler: Sampler,
+    advantages: AdvantageEstimator,
 ) -> MetaLearner:
-    from meta_rl.algorithms.reptile import ReptileLearner, ReptileSettings
+    from meta_rl.algorithms.reptile import ReptileLearner
 
-    algo = config.algo
-    settings = ReptileSettings(
-        inner_lr=algo.inner_lr,
-        inner_optimizer=algo.inner_optimizer,
-        outer_lr=algo.outer_lr,
-        outer_lr_final=algo.outer_lr_final,
-        anneal_iterations=algo.outer_anneal_iterations or max(config.train.iterations, 1),
-        outer_optimizer=algo.outer_optimizer,
-    )
+    if algo.outer_anneal_iterations is None:  # null: anneal eps over the whole run
+        algo = dataclasses.replace(algo, outer_anneal_iterations=max(config.train.iterations, 1))
     task_learner = None
     if algo.sb3_algo is not None:
         from meta_rl.agents.sb3 import SB3InnerLearner
@@ -133,17 +120,7 @@ def _build_reptile(
             max_episode_steps=config.env.max_episode_steps,
             algo_kwargs=algo.sb3_kwargs,
         )
-    return ReptileLearner(
-        policy,
-        sampler,
-        advantages,
-        settings,
-        algo.num_inner_steps,
-        inner_loss=algo.inner_loss,
-        ppo_epochs=algo.ppo_epochs,
-        ppo_clip=algo.ppo_clip,
-        task_learner=task_learner,
-    )
+    return ReptileLearner(policy, sampler, advantages, algo, task_learner=task_learner)
 
 
 def build_sampler(config: Config, device: torch.device) -> Sampler:

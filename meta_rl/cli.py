@@ -18,7 +18,16 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from meta_rl.config import ConfigError, default_run_dir, load_config
+from pydantic import ValidationError
+
+from meta_rl.config import (
+    BASELINES,
+    ConfigError,
+    EvalSettings,
+    default_run_dir,
+    load_config,
+    validation_message,
+)
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -88,10 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="adaptation curve of a run (and baselines) on held-out tasks"
     )
     evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a `meta-rl train` run")
-    evaluate.add_argument("--tasks", type=int, default=40, help="held-out tasks (default 40)")
-    evaluate.add_argument("--steps", type=int, default=3, help="inner steps K (default 3)")
+    defaults = EvalSettings()
     evaluate.add_argument(
-        "--episodes", type=int, default=20, help="episodes per task and step (default 20)"
+        "--tasks", type=int, default=defaults.tasks, help="held-out tasks (default %(default)s)"
+    )
+    evaluate.add_argument(
+        "--steps", type=int, default=defaults.steps, help="inner steps K (default %(default)s)"
+    )
+    evaluate.add_argument(
+        "--episodes",
+        type=int,
+        default=defaults.episodes,
+        help="episodes per task and step (default %(default)s)",
     )
     evaluate.add_argument(
         "--seed", type=int, help="held-out task seed (default: the run's train.seed)"
@@ -102,23 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--later-step-factor",
         type=float,
-        default=0.5,
-        help="steps 2..K use step size * this (default 0.5, as the MAML paper's scripts)",
+        default=defaults.later_factor,
+        help="steps 2..K use step size * this (default %(default)s, as the MAML paper's scripts)",
     )
     evaluate.add_argument(
         "--baseline",
         dest="baselines",
         action="append",
         default=[],
-        choices=("random", "pretrained", "oracle"),
+        choices=BASELINES,
         help="also evaluate this baseline on the same tasks (repeatable)",
     )
     evaluate.add_argument(
         "--baseline-timesteps",
         type=int,
-        default=100_000,
+        default=defaults.baseline_timesteps,
         metavar="N",
-        help="SB3 PPO env steps of the pretrained / oracle baselines (default 100000)",
+        help="SB3 PPO env steps of the pretrained / oracle baselines (default %(default)s)",
     )
     evaluate.add_argument("--out", type=Path, help="output directory (default: RUN_DIR/eval)")
     evaluate.add_argument("--threads", type=int, metavar="N", help="torch threads")
@@ -227,20 +244,24 @@ def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
     elif args.command == "plot" and args.labels and len(args.labels) != len(args.dirs):
         parser.error(f"plot: give one --label per DIR ({len(args.labels)} for {len(args.dirs)})")
     elif args.command == "evaluate":
-        for name, value, low in (
-            ("--tasks", args.tasks, 2),  # a confidence interval needs two tasks
-            ("--steps", args.steps, 0),
-            ("--episodes", args.episodes, 1),
-            ("--baseline-timesteps", args.baseline_timesteps, 1),
-        ):
-            if value < low:
-                parser.error(f"evaluate: {name} must be >= {low}")
-        for name, value in (
-            ("--step-size", args.step_size),
-            ("--later-step-factor", args.later_step_factor),
-        ):
-            if value is not None and not value > 0:
-                parser.error(f"evaluate: {name} must be > 0")
+        try:
+            args.settings = EvalSettings(
+                tasks=args.tasks,
+                steps=args.steps,
+                episodes=args.episodes,
+                seed=args.seed,
+                step_size=args.step_size,
+                later_factor=args.later_step_factor,
+                baselines=tuple(dict.fromkeys(args.baselines)),
+                baseline_timesteps=args.baseline_timesteps,
+            )
+        except ValidationError as exc:  # the field's flag, e.g. later_factor: --later-step-factor
+            message = validation_message(exc, EvalSettings)
+            field, _, what = message.partition(":")
+            flag = (
+                "--later-step-factor" if field == "later_factor" else "--" + field.replace("_", "-")
+            )
+            parser.error(f"evaluate: {flag}:{what}")
 
 
 def _command(name: str) -> str:
@@ -365,16 +386,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     evaluation = importlib.import_module("meta_rl.evaluation")
     if args.threads:
         importlib.import_module("torch").set_num_threads(args.threads)
-    settings = evaluation.EvalSettings(
-        tasks=args.tasks,
-        steps=args.steps,
-        episodes=args.episodes,
-        seed=args.seed,
-        step_size=args.step_size,
-        later_factor=args.later_step_factor,
-        baselines=tuple(dict.fromkeys(args.baselines)),
-        baseline_timesteps=args.baseline_timesteps,
-    )
+    settings = args.settings
     out = args.out if args.out is not None else args.run_dir / evaluation.EVAL_DIR
     curves = evaluation.evaluate_run(
         args.run_dir, settings, out_dir=out, progress=lambda m: print(m, file=sys.stderr)

@@ -1,8 +1,12 @@
 """Typed experiment configuration: dataclasses loaded from YAML, overridable with `--set a.b=v`.
 
-Every value is checked here, before any environment is built, so a typo costs one line of error
-output instead of a crashed run ten minutes in. Defaults are the MAML paper's 2D-navigation
-settings (Finn et al. 2017, section 5.3 and appendix).
+Four sections: `env`, `policy`, `train` (dataclasses here) and `algo`, which is the settings
+dataclass of the chosen meta-learner itself (`meta_rl.algorithms.settings`), picked by
+`algo.name`. Types, choices (`Literal`) and ranges are declared on the fields and checked by
+pydantic in one pass, before any environment is built, so a typo costs one line of error
+output instead of a crashed run ten minutes in; this module turns pydantic's errors into that
+line. Defaults are the MAML paper's 2D-navigation settings (Finn et al. 2017, section 5.3 and
+appendix).
 """
 
 from __future__ import annotations
@@ -11,149 +15,148 @@ import dataclasses
 import difflib
 import importlib
 import inspect
-import math
 import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-import dacite
 import yaml
+from pydantic import AfterValidator, Field, TypeAdapter, ValidationError, model_validator
+from pydantic.dataclasses import dataclass
 
-ALGORITHMS = ("maml_trpo", "reptile")
-"""Meta-learners the trainer knows."""
-ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu")
-DEVICES = ("cpu", "cuda", "auto")
-SAMPLERS = ("vector", "process", "torch")
-POLICY_KINDS = ("mlp", "gru", "sb3")
-INNER_OPTIMIZERS = ("sgd", "adam")
-INNER_LOSSES = ("reinforce", "ppo")
-OUTER_OPTIMIZERS = ("none", "sgd", "adam")
-SB3_ALGOS = ("ppo", "a2c")
+from meta_rl.agents.choices import Activation
+from meta_rl.algorithms.settings import (
+    ALGORITHM_SETTINGS,
+    STRICT,
+    AlgoSettings,
+    Float,
+    Int,
+    MAMLTRPOSettings,
+    SettingError,
+    Str,
+)
+
+ALGORITHMS: tuple[str, ...] = tuple(ALGORITHM_SETTINGS)
+"""Meta-learners the trainer knows (``algo.name``)."""
+
+Sampler = Literal["vector", "process", "torch"]
+PolicyKind = Literal["mlp", "gru", "sb3"]
+DEVICE_NAMES = ("cpu", "cuda", "auto")
 
 
 class ConfigError(ValueError):
     """A bad configuration; `str(err)` is one line that names the offending key."""
 
     def __init__(self, message: str) -> None:
-        super().__init__("config error: " + " ".join(str(message).split()))
+        self.detail = " ".join(str(message).split())
+        super().__init__("config error: " + self.detail)
 
 
-@dataclass
+def _device_name(name: str) -> str:
+    if name in DEVICE_NAMES or re.fullmatch(r"cuda:\d+", name):
+        return name
+    raise ValueError("must be one of " + ", ".join((*DEVICE_NAMES, "cuda:N")))
+
+
+@dataclass(config=STRICT)
 class EnvConfig:
-    id: str
+    id: Str
     """registered Gymnasium id of the task family, e.g. "MetaRL/Navigation2D-v0" """
     kwargs: dict[str, Any] = field(default_factory=dict)
     """constructor kwargs of the family (its task-distribution knobs)"""
-    max_episode_steps: int | None = None
+    max_episode_steps: Annotated[Int, Field(ge=1)] | None = None
     """horizon override; None keeps the registered time limit"""
 
 
-@dataclass
+@dataclass(config=STRICT)
 class PolicyConfig:
-    kind: str = "mlp"
+    kind: PolicyKind = "mlp"
     """mlp | gru (first hidden layer a GRU) | sb3 (an SB3 ActorCriticPolicy's actor)"""
-    hidden_sizes: list[int] = field(default_factory=lambda: [100, 100])
+    hidden_sizes: Annotated[list[Annotated[Int, Field(ge=1)]], Field(min_length=1)] = field(
+        default_factory=lambda: [100, 100]
+    )
     """widths of the policy MLP's hidden layers"""
-    activation: str = "relu"
-    """hidden-layer nonlinearity: relu | tanh | sigmoid | elu"""
-    init_std: float = 1.0
+    activation: Activation = "relu"
+    """hidden-layer nonlinearity (meta_rl.agents.choices.Activation)"""
+    init_std: Annotated[Float, Field(gt=0)] = 1.0
     """initial standard deviation of the Gaussian policy"""
 
 
-@dataclass
-class AlgoConfig:
-    name: str = "maml_trpo"
-    """meta-learner (see ALGORITHMS)"""
-    inner_lr: float = 0.1
-    """step size of the inner (adaptation) policy-gradient steps"""
-    num_inner_steps: int = 1
-    """inner gradient steps per task; 0 turns MAML into plain multi-task training"""
-    first_order: bool = False
-    """drop second-order terms of the meta-gradient (FOMAML)"""
-    gamma: float = 0.99
-    """discount factor"""
-    gae_lambda: float = 1.0
-    """GAE lambda; 1.0 gives Monte-Carlo returns minus the baseline"""
-    normalize_advantages: bool = True
-    """standardise advantages per task before each loss"""
-    max_kl: float = 0.01
-    """TRPO trust-region size (mean KL between old and new adapted policies)"""
-    cg_iters: int = 10
-    """conjugate-gradient iterations for the TRPO step direction"""
-    cg_damping: float = 1e-5
-    """damping added to the Fisher-vector product"""
-    ls_max_steps: int = 15
-    """maximum backtracking line-search steps"""
-    ls_backtrack_ratio: float = 0.8
-    """step shrink factor per line-search step"""
-    task_chunk: int = 10
-    """tasks per meta-gradient / Fisher-product graph (0: all at once); same math, faster"""
-    fisher_subsample: float = 1.0
-    """Fisher products on every round(1/x)-th step, inner and post-adaptation (1.0: exact)"""
-    analytic: bool = True
-    """closed-form meta-gradient and Fisher derivatives when the policy is a plain Gaussian MLP
-    (same numbers as autograd, faster); false: autograd for every policy"""
-    inner_optimizer: str = "sgd"
-    """reptile: optimiser of the inner updates (a fresh one per task and iteration): sgd | adam"""
-    inner_loss: str = "reinforce"
-    """reptile: inner objective: reinforce (one step per batch) | ppo (ppo_epochs per batch)"""
-    ppo_epochs: int = 4
-    """reptile with inner_loss ppo: full-batch PPO epochs on each freshly sampled batch"""
-    ppo_clip: float = 0.2
-    """reptile with inner_loss ppo: clipping range of the probability ratio"""
-    outer_lr: float = 1.0
-    """reptile: eps, the meta step size theta += eps * mean(theta' - theta), at iteration 0"""
-    outer_lr_final: float = 0.0
-    """reptile: eps reached linearly after outer_anneal_iterations (= outer_lr: constant eps)"""
-    outer_anneal_iterations: int | None = None
-    """reptile: length of the linear eps schedule; null: train.iterations"""
-    outer_optimizer: str = "none"
-    """reptile: none (interpolate) | sgd | adam (theta - mean(theta') as its gradient, lr eps)"""
-    sb3_algo: str | None = None
-    """reptile: run each task's inner loop as this SB3 algorithm (ppo | a2c); policy.kind sb3"""
-    sb3_steps: int = 2048
-    """reptile with sb3_algo: environment steps of each task's SB3 learn()"""
-    sb3_kwargs: dict[str, Any] = field(default_factory=dict)
-    """reptile with sb3_algo: extra SB3 constructor kwargs (n_steps, batch_size, n_epochs, ...)"""
-
-
-@dataclass
+@dataclass(config=STRICT)
 class TrainConfig:
-    meta_batch_size: int = 20
+    meta_batch_size: Annotated[Int, Field(ge=1)] = 20
     """tasks per meta-iteration"""
-    episodes_per_task: int = 20
+    episodes_per_task: Annotated[Int, Field(ge=1)] = 20
     """episodes sampled per task, for each of the pre- and post-adaptation batches"""
-    iterations: int = 500
+    iterations: Annotated[Int, Field(ge=0)] = 500
     """meta-iterations to run"""
-    seed: int = 1
+    seed: Annotated[Int, Field(ge=0)] = 1
     """seed of every random generator of the run"""
-    device: str = "cpu"
+    device: Annotated[Str, AfterValidator(_device_name)] = "cpu"
     """torch device for the learner: cpu | cuda | cuda:N | auto"""
-    checkpoint_every: int = 50
+    checkpoint_every: Annotated[Int, Field(ge=0)] = 50
     """keep a numbered checkpoint every N iterations (0: only checkpoints/latest.pt)"""
-    num_threads: int | None = None
+    num_threads: Annotated[Int, Field(ge=1)] | None = None
     """torch intra-op threads of the learner; None: one per core"""
-    sampler: str = "vector"
+    sampler: Sampler = "vector"
     """sampler backend: vector (in-process) | process (worker per core) | torch (tensor envs)"""
-    num_workers: int | None = None
+    num_workers: Annotated[Int, Field(ge=1)] | None = None
     """worker processes of the process sampler; None: one per core"""
 
 
-@dataclass
+@dataclass(config=STRICT)
 class Config:
     env: EnvConfig
     """task family"""
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     """policy network"""
-    algo: AlgoConfig = field(default_factory=AlgoConfig)
-    """meta-learning algorithm"""
+    algo: AlgoSettings = field(default_factory=MAMLTRPOSettings)
+    """meta-learner: the settings dataclass that `algo.name` picks (meta_rl.algorithms.settings)"""
     train: TrainConfig = field(default_factory=TrainConfig)
     """run length, batch sizes, seed, device"""
+
+    @model_validator(mode="after")
+    def _sections_agree(self) -> Config:
+        """Rules across sections, then the env id against Gymnasium's registry."""
+        if self.policy.kind == "gru" and self.train.sampler != "vector":
+            what = "gru needs train.sampler vector (the sampler that carries a recurrent state)"
+            raise SettingError("policy.kind", what, self.policy.kind)
+        if getattr(self.algo, "sb3_algo", None) is not None and self.policy.kind != "sb3":
+            what = "must be sb3 when algo.sb3_algo is set"
+            raise SettingError("policy.kind", what, self.policy.kind)
+        _check_env(self.env)
+        return self
+
+
+Baseline = Literal["random", "pretrained", "oracle"]
+BASELINES: tuple[str, ...] = typing.get_args(Baseline)
+"""What `meta-rl evaluate --baseline` puts next to a run (meta_rl.evaluation says what each is)."""
+
+
+@dataclass(config=STRICT, frozen=True)
+class EvalSettings:
+    """What `meta-rl evaluate` asks for; defaults follow the MAML paper's meta-test."""
+
+    tasks: Annotated[Int, Field(ge=2)] = 40
+    """held-out tasks (two at least: the confidence interval is over tasks)"""
+    steps: Annotated[Int, Field(ge=0)] = 3
+    """inner steps K: returns are reported after 0..K steps"""
+    episodes: Annotated[Int, Field(ge=1)] = 20
+    """episodes per task and step"""
+    seed: Annotated[Int, Field(ge=0)] | None = None
+    """held-out task seed; None: the run's train.seed (its held-out stream, never training's)"""
+    step_size: Annotated[Float, Field(gt=0)] | None = None
+    """first inner step size; None: the run's algo.inner_lr"""
+    later_factor: Annotated[Float, Field(gt=0)] = 0.5
+    """steps 2..K use step_size * later_factor (1/2, as the MAML paper's scripts)"""
+    baselines: tuple[Baseline, ...] = ()
+    """baselines evaluated on the same tasks and steps"""
+    baseline_timesteps: Annotated[Int, Field(ge=1)] = 100_000
+    """SB3 PPO env steps of the pretrained and oracle baselines"""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,25 +215,24 @@ def config_from_dict(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> 
     data = _copy_tree(data)
     for item in overrides:
         apply_override(data, item)
-    _check_tree(Config, data, "")
+    algo = data.get("algo")
+    if isinstance(algo, dict):
+        algo.setdefault("name", MAMLTRPOSettings.name)
     try:
-        cfg = dacite.from_dict(
-            Config,
-            data,
-            config=dacite.Config(strict=True, check_types=True, type_hooks={float: _int_to_float}),
-        )
-    except dacite.WrongTypeError as exc:
-        raise ConfigError(f"{exc.field_path}: {_type_message(exc.field_type, exc.value)}") from None
-    except dacite.MissingValueError as exc:
-        raise ConfigError(f"{exc.field_path}: required key is missing") from None
-    except dacite.DaciteError as exc:  # _check_tree should have caught it; keep it one line
-        raise ConfigError(_one_line(exc)) from None
-    validate_config(cfg)
-    return cfg
+        return _CONFIG.validate_python(data)
+    except ValidationError as exc:
+        raise ConfigError(validation_message(exc)) from None
+
+
+_CONFIG = TypeAdapter(Config)
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
-    """Apply one `a.b=value` override in place; the value is parsed as YAML (`[64, 64]`, `true`)."""
+    """Apply one `a.b=value` override in place; the value is parsed as YAML (`[64, 64]`, `true`).
+
+    Unknown keys are left to validation, which names them with their full path; here only a
+    path that runs through a plain value (`algo.inner_lr.x`) is refused.
+    """
     key, sep, raw = item.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -241,27 +243,32 @@ def apply_override(data: dict[str, Any], item: str) -> None:
         raise ConfigError(f"{key}: cannot parse override value {raw!r}: {_one_line(exc)}") from None
     parts = key.split(".")
     node: dict[str, Any] = data
-    cls: Any = Config
-    for depth, part in enumerate(parts):
+    for depth, part in enumerate(parts[:-1]):
         prefix = ".".join(parts[: depth + 1])
-        last = depth == len(parts) - 1
-        if cls is not None:  # inside the typed schema: the path must exist there
-            hints = _field_types(cls)
-            if part not in hints:
-                raise ConfigError(f"unknown key '{prefix}'")
-            sub = hints[part]
-            cls = sub if dataclasses.is_dataclass(sub) else None
-            if not last and cls is None and not _is_mapping_type(sub):
-                raise ConfigError(f"unknown key '{key}': '{prefix}' is not a section")
-        if last:
-            node[part] = value
-            return
+        if not _is_section(parts[: depth + 1]):
+            raise ConfigError(f"unknown key '{key}': '{prefix}' is not a section")
         child = node.get(part)
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
             raise ConfigError(f"{prefix}: expected a mapping, got {type(child).__name__}")
         node = child
+    node[parts[-1]] = value
+
+
+def _is_section(path: Sequence[str]) -> bool:
+    """Whether the schema allows keys below ``path`` (a dataclass, a mapping or an unknown key)."""
+    candidates: list[Any] = [Config]
+    for part in path:
+        below: list[Any] = []
+        for tp in candidates:
+            for cls in _classes(tp):
+                hints = _field_hints(cls)
+                if part not in hints:
+                    return True  # unknown key: validation reports it with its full path
+                below.append(hints[part])
+        candidates = below
+    return all(_classes(tp) or typing.get_origin(_strip(tp)) is dict for tp in candidates)
 
 
 def _copy_tree(value: Any) -> Any:
@@ -272,209 +279,150 @@ def _copy_tree(value: Any) -> Any:
     return value
 
 
-def _int_to_float(value: Any) -> Any:
-    """YAML writes `gamma: 1` for 1.0; accept ints (not bools) where a float is declared."""
-    if isinstance(value, int) and not isinstance(value, bool):
+# ---------------------------------------------------------------------------------------------
+# one-line messages from pydantic's errors
+
+
+def validation_message(exc: ValidationError, root: type = Config) -> str:
+    """``key: what, got value`` for the first error of validating ``root``, the key dotted."""
+    error = exc.errors()[0]
+    kind, value, ctx = error["type"], error["input"], error.get("ctx") or {}
+    key, tp = _locate(error["loc"], root)
+    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        return f"unknown key '{key}'" + _other_algorithm_hint(error["loc"])
+    if kind in ("missing", "missing_argument"):
+        return f"{key}: required key is missing"
+    if isinstance(ctx.get("error"), ConfigError):  # the env check, run inside validation
+        return ctx["error"].detail
+    if isinstance(ctx.get("error"), SettingError):
+        setting = ctx["error"]
+        where = f"{key}." if key else ""
+        return f"{where}{setting.key}: {setting.what}, got {setting.value!r}"
+    if kind == "union_tag_invalid":
+        return f"{key}.name: {_one_of(ALGORITHMS)}, got {ctx['tag']!r}"
+    optional = " or null" if _is_optional(tp) else ""
+    if kind == "literal_error":
+        if not isinstance(value, str):
+            return f"{key}: {_type_message(tp, value)}"
+        choices = [*typing.get_args(_strip(tp)), *(["null"] if optional else [])]
+        return f"{key}: {_one_of(choices)}, got {value!r}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return f"{key}: must be {_bounds(tp)}{optional}, got {_as_declared(tp, value)!r}"
+    if kind == "finite_number":
+        return f"{key}: must be finite, got {value}"
+    if kind == "too_short":
+        return f"{key}: must not be empty, got {value!r}"
+    if kind == "value_error":  # an AfterValidator's ValueError: its message says what is allowed
+        return f"{key}: {ctx['error']}, got {value!r}"
+    if _classes(tp):
+        return f"{key or 'config'}: expected a mapping, got {type(value).__name__}"
+    return f"{key}: {_type_message(tp, value)}"
+
+
+def _other_algorithm_hint(loc: Sequence[str | int]) -> str:
+    """For `algo.x` where x belongs to another meta-learner: say whose it is."""
+    if len(loc) != 3 or loc[0] != "algo" or loc[1] not in ALGORITHM_SETTINGS:
+        return ""
+    owners = [name for name, cls in ALGORITHM_SETTINGS.items() if loc[2] in _field_hints(cls)]
+    return f" (a {'/'.join(owners)} setting; algo.name is {loc[1]})" if owners else ""
+
+
+def _locate(loc: Sequence[str | int], root: type) -> tuple[str, Any]:
+    """Dotted key of a pydantic error location and the declared type found there.
+
+    The location of an `algo` error names the chosen dataclass (`('algo', 'reptile', 'x')`);
+    that tag is not a key of the YAML, so it is dropped.
+    """
+    key, tp = "", root
+    for part in loc:
+        if isinstance(part, int):
+            key += f"[{part}]"
+            tp = typing.get_args(_strip(tp))[0] if typing.get_args(_strip(tp)) else Any
+            continue
+        classes = _classes(tp)
+        if part in ALGORITHM_SETTINGS and classes and len(classes) > 1:
+            tp = ALGORITHM_SETTINGS[part]
+            continue
+        hints = _field_hints(classes[0]) if len(classes) == 1 else {}
+        key = f"{key}.{part}" if key else str(part)
+        tp = hints.get(part, Any)
+    return key, tp
+
+
+def _field_hints(cls: Any) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+def _strip(tp: Any) -> Any:
+    """The type without `Annotated` metadata and without `| None`."""
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(inner) == 1:
+            return _strip(inner[0])
+        return typing.Union[tuple(_strip(a) for a in inner)]  # noqa: UP007
+    return tp
+
+
+def _classes(tp: Any) -> list[type]:
+    """The dataclass (or, for `algo`, the dataclasses) a section's type stands for."""
+    tp = _strip(tp)
+    if typing.get_origin(tp) is typing.Union:
+        return [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+    return [tp] if dataclasses.is_dataclass(tp) else []
+
+
+def _is_optional(tp: Any) -> bool:
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    return type(None) in typing.get_args(tp)
+
+
+def _bounds(tp: Any) -> str:
+    """`>= 1`, `> 0` or `in (0, 1]` from the field's `Field(gt=..., le=...)` constraints."""
+    limits: dict[str, float] = {}
+    stack = [tp]
+    while stack:
+        item = stack.pop()
+        if typing.get_origin(item) is Annotated:
+            base, *metadata = typing.get_args(item)
+            stack.append(base)
+            for meta in metadata:
+                for fact in getattr(meta, "metadata", [meta]):
+                    for name in ("gt", "ge", "lt", "le"):
+                        if getattr(fact, name, None) is not None:
+                            limits[name] = getattr(fact, name)
+        elif typing.get_origin(item) in (typing.Union, types.UnionType):
+            stack.extend(typing.get_args(item))
+    low = [(f"{limits[n]:g}", n) for n in ("gt", "ge") if n in limits]
+    high = [(f"{limits[n]:g}", n) for n in ("lt", "le") if n in limits]
+    if low and high:
+        (lo, lo_kind), (hi, hi_kind) = low[0], high[0]
+        return f"in {'(' if lo_kind == 'gt' else '['}{lo}, {hi}{')' if hi_kind == 'lt' else ']'}"
+    signs = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    value, kind = (low or high)[0]
+    return f"{signs[kind]} {value}"
+
+
+def _as_declared(tp: Any, value: Any) -> Any:
+    """An int given for a float field is reported as the float it became (`got 0.0`)."""
+    if _strip(tp) is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value
 
 
-def _field_types(cls: Any) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _is_mapping_type(tp: Any) -> bool:
-    return typing.get_origin(tp) in (dict, Mapping)
-
-
 def _type_name(tp: Any) -> str:
-    if isinstance(tp, type) and typing.get_origin(tp) is None:
-        return "mapping" if dataclasses.is_dataclass(tp) else tp.__name__
-    args = typing.get_args(tp)
-    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
-        return " or ".join(_type_name(a) for a in args if a is not type(None)) + " or null"
-    return str(tp).replace("typing.", "")
+    base = _strip(tp)
+    name = base.__name__ if isinstance(base, type) and typing.get_origin(base) is None else None
+    if typing.get_origin(base) is Literal:
+        name = "str"
+    name = name or str(base).replace("typing.", "")
+    return name + (" or null" if _is_optional(tp) else "")
 
 
 def _type_message(tp: Any, value: Any) -> str:
     return f"expected {_type_name(tp)}, got {value!r} ({type(value).__name__})"
-
-
-def _check_tree(cls: Any, data: Any, prefix: str) -> None:
-    """What dacite does not: unknown keys with their full path, bools posing as numbers, inf/nan.
-
-    dacite accepts `True` for an int field (bool subclasses int) and names no path for unknown
-    nested keys, so those are caught here with the path; dacite then checks the remaining types.
-    """
-    if not isinstance(data, Mapping):
-        where = prefix.rstrip(".") or "config"
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    hints = _field_types(cls)
-    for key in data:
-        if key not in hints:
-            raise ConfigError(f"unknown key '{prefix}{key}'")
-    for key, value in data.items():
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            _check_tree(tp, value, f"{prefix}{key}.")
-        else:
-            _check_value(tp, value, f"{prefix}{key}")
-
-
-def _check_value(tp: Any, value: Any, path: str, shown: str | None = None) -> None:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp in (int, float):
-        wrong = isinstance(value, bool) or not isinstance(value, (int, float))
-        if wrong or (tp is int and not isinstance(value, int)):
-            expected = shown or tp.__name__
-            raise ConfigError(
-                f"{path}: expected {expected}, got {value!r} ({type(value).__name__})"
-            )
-        if not math.isfinite(value):
-            raise ConfigError(f"{path}: must be finite, got {value}")
-    elif origin is list and args and isinstance(value, list):
-        for i, item in enumerate(value):
-            _check_value(args[0], item, f"{path}[{i}]")
-    elif origin in (typing.Union, types.UnionType) and value is not None:
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) == 1:
-            _check_value(inner[0], value, path, f"{_type_name(inner[0])} or null")
-
-
-# ---------------------------------------------------------------------------------------------
-# validation
-
-
-def _check(ok: bool, key: str, what: str, value: Any) -> None:
-    """One validation rule: a one-line ``ConfigError`` naming the key when ``ok`` is false."""
-    if not ok:
-        raise ConfigError(f"{key}: {what}, got {value!r}")
-
-
-def validate_config(cfg: Config) -> None:
-    """Reject impossible values and unknown names; never builds an environment."""
-    env, pol, algo, tr = cfg.env, cfg.policy, cfg.algo, cfg.train
-
-    _check(
-        env.max_episode_steps is None or env.max_episode_steps >= 1,
-        "env.max_episode_steps",
-        "must be >= 1 or null",
-        env.max_episode_steps,
-    )
-    _check(len(pol.hidden_sizes) >= 1, "policy.hidden_sizes", "must not be empty", pol.hidden_sizes)
-    for i, width in enumerate(pol.hidden_sizes):
-        _check(width >= 1, f"policy.hidden_sizes[{i}]", "must be >= 1", width)
-    _check(pol.activation in ACTIVATIONS, "policy.activation", _one_of(ACTIVATIONS), pol.activation)
-    _check(pol.init_std > 0, "policy.init_std", "must be > 0", pol.init_std)
-    _check(pol.kind in POLICY_KINDS, "policy.kind", _one_of(POLICY_KINDS), pol.kind)
-    _check(
-        pol.kind != "gru" or tr.sampler == "vector",
-        "policy.kind",
-        "gru needs train.sampler vector (the sampler that carries a recurrent state)",
-        pol.kind,
-    )
-
-    _check(algo.name in ALGORITHMS, "algo.name", _one_of(ALGORITHMS), algo.name)
-    _check(algo.inner_lr > 0, "algo.inner_lr", "must be > 0", algo.inner_lr)
-    _check(algo.num_inner_steps >= 0, "algo.num_inner_steps", "must be >= 0", algo.num_inner_steps)
-    _check(0 < algo.gamma <= 1, "algo.gamma", "must be in (0, 1]", algo.gamma)
-    _check(0 <= algo.gae_lambda <= 1, "algo.gae_lambda", "must be in [0, 1]", algo.gae_lambda)
-    _check(algo.max_kl > 0, "algo.max_kl", "must be > 0", algo.max_kl)
-    _check(algo.cg_iters >= 1, "algo.cg_iters", "must be >= 1", algo.cg_iters)
-    _check(algo.cg_damping >= 0, "algo.cg_damping", "must be >= 0", algo.cg_damping)
-    _check(algo.ls_max_steps >= 1, "algo.ls_max_steps", "must be >= 1", algo.ls_max_steps)
-    _check(
-        0 < algo.ls_backtrack_ratio < 1,
-        "algo.ls_backtrack_ratio",
-        "must be in (0, 1)",
-        algo.ls_backtrack_ratio,
-    )
-    _check(algo.task_chunk >= 0, "algo.task_chunk", "must be >= 0", algo.task_chunk)
-    _check(
-        0 < algo.fisher_subsample <= 1,
-        "algo.fisher_subsample",
-        "must be in (0, 1]",
-        algo.fisher_subsample,
-    )
-    _check_reptile(algo, pol)
-
-    _check(tr.meta_batch_size >= 1, "train.meta_batch_size", "must be >= 1", tr.meta_batch_size)
-    _check(
-        tr.episodes_per_task >= 1, "train.episodes_per_task", "must be >= 1", tr.episodes_per_task
-    )
-    _check(tr.iterations >= 0, "train.iterations", "must be >= 0", tr.iterations)
-    _check(tr.seed >= 0, "train.seed", "must be >= 0", tr.seed)
-    _check(
-        tr.device in DEVICES or re.fullmatch(r"cuda:\d+", tr.device) is not None,
-        "train.device",
-        _one_of((*DEVICES, "cuda:N")),
-        tr.device,
-    )
-    _check(tr.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0", tr.checkpoint_every)
-    _check(
-        tr.num_threads is None or tr.num_threads >= 1,
-        "train.num_threads",
-        "must be >= 1 or null",
-        tr.num_threads,
-    )
-    _check(tr.sampler in SAMPLERS, "train.sampler", _one_of(SAMPLERS), tr.sampler)
-    _check(
-        tr.num_workers is None or tr.num_workers >= 1,
-        "train.num_workers",
-        "must be >= 1 or null",
-        tr.num_workers,
-    )
-
-    _check_env(env)
-
-
-def _check_reptile(algo: AlgoConfig, pol: PolicyConfig) -> None:
-    opts = (INNER_OPTIMIZERS, INNER_LOSSES, OUTER_OPTIMIZERS)
-    _check(
-        algo.inner_optimizer in opts[0],
-        "algo.inner_optimizer",
-        _one_of(opts[0]),
-        algo.inner_optimizer,
-    )
-    _check(algo.inner_loss in opts[1], "algo.inner_loss", _one_of(opts[1]), algo.inner_loss)
-    _check(algo.ppo_epochs >= 1, "algo.ppo_epochs", "must be >= 1", algo.ppo_epochs)
-    _check(algo.ppo_clip > 0, "algo.ppo_clip", "must be > 0", algo.ppo_clip)
-    _check(algo.outer_lr > 0, "algo.outer_lr", "must be > 0", algo.outer_lr)
-    _check(algo.outer_lr_final >= 0, "algo.outer_lr_final", "must be >= 0", algo.outer_lr_final)
-    _check(
-        algo.outer_anneal_iterations is None or algo.outer_anneal_iterations >= 1,
-        "algo.outer_anneal_iterations",
-        "must be >= 1 or null",
-        algo.outer_anneal_iterations,
-    )
-    _check(
-        algo.outer_optimizer in opts[2],
-        "algo.outer_optimizer",
-        _one_of(opts[2]),
-        algo.outer_optimizer,
-    )
-    _check(
-        algo.sb3_algo is None or algo.sb3_algo in SB3_ALGOS,
-        "algo.sb3_algo",
-        _one_of((*SB3_ALGOS, "null")),
-        algo.sb3_algo,
-    )
-    _check(algo.sb3_steps >= 0, "algo.sb3_steps", "must be >= 0", algo.sb3_steps)
-    if algo.name != "reptile":
-        return
-    _check(
-        algo.num_inner_steps >= 1,
-        "algo.num_inner_steps",
-        "reptile needs >= 1",
-        algo.num_inner_steps,
-    )
-    _check(
-        algo.sb3_algo is None or pol.kind == "sb3",
-        "policy.kind",
-        "must be sb3 when algo.sb3_algo is set",
-        pol.kind,
-    )
 
 
 def _one_of(names: Sequence[str]) -> str:

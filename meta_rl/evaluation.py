@@ -36,6 +36,7 @@ from torch import nn
 
 from meta_rl.adaptation import AdvantageEstimator, InnerBatch, adapt, detached
 from meta_rl.builders import advantage_estimator
+from meta_rl.config import BASELINES, EvalSettings
 from meta_rl.functional import Params, expand_to_tasks, policy_params
 from meta_rl.samplers import Sampler, VectorSampler
 
@@ -266,21 +267,7 @@ def learner_curve(
 # evaluating a run directory
 
 
-@dataclass(frozen=True)
-class EvalSettings:
-    """What ``meta-rl evaluate`` asks for; defaults follow the MAML paper's meta-test."""
-
-    tasks: int = 40
-    steps: int = 3
-    episodes: int = 20
-    seed: int | None = None  # None: the run's train.seed (its held-out stream, never training's)
-    step_size: float | None = None  # None: the run's algo.inner_lr
-    later_factor: float = 0.5  # steps 2..K use step_size * later_factor
-    baselines: tuple[str, ...] = ()  # any of BASELINES
-    baseline_timesteps: int = 100_000  # SB3 PPO budget of "pretrained" and "oracle"
-
-
-BASELINES = ("random", "pretrained", "oracle")
+DEFAULT_EVAL = EvalSettings()
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
@@ -311,7 +298,7 @@ def make_eval_sampler(config: Any, num_tasks: int, episodes: int, env_id: str | 
 
 def evaluate_run(
     run_dir: str | Path,
-    settings: EvalSettings = EvalSettings(),
+    settings: EvalSettings = DEFAULT_EVAL,
     *,
     out_dir: str | Path | None = None,
     method: str | None = None,

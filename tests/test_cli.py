@@ -135,7 +135,8 @@ BAD = [
     ),
     (
         ["--set", "policy.activation=swish"],
-        "config error: policy.activation: must be one of relu, tanh, sigmoid, elu, got 'swish'",
+        "config error: policy.activation: must be one of relu, tanh, sigmoid, elu, gelu, silu, "
+        "softplus, leaky_relu, got 'swish'",
     ),
     (
         ["--set", "inner_lr"],

@@ -1,15 +1,17 @@
 from __future__ import annotations
 
-import dataclasses
+import typing
 from datetime import datetime
 from pathlib import Path
 
 import gymnasium
 import pytest
 
+from meta_rl.agents.choices import Activation
+from meta_rl.algorithms import settings as algorithm_settings
+from meta_rl.algorithms.settings import ALGORITHM_SETTINGS
 from meta_rl.config import (
     ALGORITHMS,
-    AlgoConfig,
     Config,
     ConfigError,
     EnvConfig,
@@ -68,6 +70,7 @@ def test_defaults_are_the_maml_paper_navigation_settings(tmp_path):
     assert (t.device, t.checkpoint_every, t.num_threads) == ("cpu", 50, None)
     assert ALGORITHMS == ("maml_trpo", "reptile")
     assert cfg.policy.kind == "mlp"
+    a = load_config(write(tmp_path, MINIMAL + "algo: {name: reptile}\n")).algo
     assert (a.inner_optimizer, a.inner_loss, a.ppo_epochs, a.ppo_clip) == (
         "sgd",
         "reinforce",
@@ -79,16 +82,25 @@ def test_defaults_are_the_maml_paper_navigation_settings(tmp_path):
 
 
 def test_every_field_has_a_doc_comment():
+    """Each config field, sections and algorithm settings alike, is followed by its docstring."""
     import inspect
 
-    import meta_rl.config as module
+    classes = (EnvConfig, PolicyConfig, TrainConfig, Config)
+    for cls in (*classes, algorithm_settings.PolicyGradientSettings, *ALGORITHM_SETTINGS.values()):
+        lines = inspect.getsource(cls).splitlines()
+        for name in inspect.get_annotations(cls):
+            i = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{name}:"))
+            indent = len(lines[i]) - len(lines[i].lstrip())
+            i += 1
+            while lines[i].strip() == ")" or len(lines[i]) - len(lines[i].lstrip()) > indent:
+                i += 1  # the rest of a default that spans lines
+            assert lines[i].strip().startswith('"""'), f"{cls.__name__}.{name}"
 
-    source = inspect.getsource(module)
-    for cls in (EnvConfig, PolicyConfig, AlgoConfig, TrainConfig, Config):
-        for f in dataclasses.fields(cls):
-            lines = source.splitlines()
-            i = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{f.name}:"))
-            assert lines[i + 1].strip().startswith('"""'), f"{cls.__name__}.{f.name}"
+
+def test_activation_choices_are_the_policies_activations():
+    from meta_rl.agents.policies import ACTIVATIONS
+
+    assert tuple(ACTIVATIONS) == typing.get_args(Activation)
 
 
 def test_full_yaml_loads_with_ints_for_floats_and_yaml12_exponents(tmp_path):
@@ -190,8 +202,9 @@ BAD_CASES = [
     ("", ["algo.inner_lr=.nan"], "config error: algo.inner_lr: must be finite, got nan"),
     (
         "",
-        ["policy.activation=gelu"],
-        "config error: policy.activation: must be one of relu, tanh, sigmoid, elu, got 'gelu'",
+        ["policy.activation=swish"],
+        "config error: policy.activation: must be one of relu, tanh, sigmoid, elu, gelu, silu, "
+        "softplus, leaky_relu, got 'swish'",
     ),
     (
         "",
@@ -211,30 +224,42 @@ BAD_CASES = [
     # Reptile's fields
     (
         "",
-        ["algo.inner_optimizer=rmsprop"],
+        ["algo.name=reptile", "algo.inner_optimizer=rmsprop"],
         "config error: algo.inner_optimizer: must be one of sgd, adam, got 'rmsprop'",
     ),
     (
         "",
-        ["algo.inner_loss=trpo"],
+        ["algo.name=reptile", "algo.inner_loss=trpo"],
         "config error: algo.inner_loss: must be one of reinforce, ppo, got 'trpo'",
     ),
-    ("", ["algo.ppo_epochs=0"], "config error: algo.ppo_epochs: must be >= 1, got 0"),
-    ("", ["algo.outer_lr=0"], "config error: algo.outer_lr: must be > 0, got 0.0"),
-    ("", ["algo.outer_lr_final=-0.1"], "config error: algo.outer_lr_final: must be >= 0, got -0.1"),
     (
         "",
-        ["algo.outer_anneal_iterations=0"],
+        ["algo.name=reptile", "algo.ppo_epochs=0"],
+        "config error: algo.ppo_epochs: must be >= 1, got 0",
+    ),
+    (
+        "",
+        ["algo.name=reptile", "algo.outer_lr=0"],
+        "config error: algo.outer_lr: must be > 0, got 0.0",
+    ),
+    (
+        "",
+        ["algo.name=reptile", "algo.outer_lr_final=-0.1"],
+        "config error: algo.outer_lr_final: must be >= 0, got -0.1",
+    ),
+    (
+        "",
+        ["algo.name=reptile", "algo.outer_anneal_iterations=0"],
         "config error: algo.outer_anneal_iterations: must be >= 1 or null, got 0",
     ),
     (
         "",
-        ["algo.outer_optimizer=lbfgs"],
+        ["algo.name=reptile", "algo.outer_optimizer=lbfgs"],
         "config error: algo.outer_optimizer: must be one of none, sgd, adam, got 'lbfgs'",
     ),
     (
         "",
-        ["algo.sb3_algo=sac"],
+        ["algo.name=reptile", "algo.sb3_algo=sac"],
         "config error: algo.sb3_algo: must be one of ppo, a2c, null, got 'sac'",
     ),
     (
@@ -260,8 +285,8 @@ BAD_CASES = [
     ),
     (
         "",
-        ["train.sampler=ray"],
-        "config error: train.sampler: must be one of vector, process, torch, got 'ray'",
+        ["train.sampler=vectr"],
+        "config error: train.sampler: must be one of vector, process, torch, got 'vectr'",
     ),
     ("", ["train.num_workers=0"], "config error: train.num_workers: must be >= 1 or null, got 0"),
     ("", ["algo.task_chunk=-1"], "config error: algo.task_chunk: must be >= 0, got -1"),
@@ -421,3 +446,12 @@ def test_real_family_kwargs_are_checked_without_building_it():
     assert cfg.env.kwargs == {"velocity_range": [0, 3], "frame_skip": 5}
     with pytest.raises(ConfigError, match=r"^config error: unknown key 'env.kwargs.velocty_range'"):
         config_from_dict(data, ["env.kwargs.velocty_range=[0, 3]"])
+
+
+def test_config_and_cli_load_without_torch():
+    """A bad config is reported before torch (seconds to import) is loaded."""
+    import subprocess
+    import sys
+
+    code = "import sys, meta_rl.cli, meta_rl.config; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

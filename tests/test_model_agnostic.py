@@ -68,8 +68,14 @@ def build(kind: str) -> tuple[nn.Module, VectorSampler]:
 @pytest.mark.parametrize("kind", KINDS)
 def test_reptile_runs_unchanged_and_its_update_is_the_formula(kind):
     policy, sampler = build(kind)
-    settings = ReptileSettings(inner_lr=0.05, inner_optimizer="adam", outer_lr=0.5)
-    learner = ReptileLearner(policy, sampler, AdvantageEstimator(), settings, num_inner_steps=2)
+    settings = ReptileSettings(
+        inner_lr=0.05,
+        inner_optimizer="adam",
+        outer_lr=0.5,
+        outer_anneal_iterations=500,
+        num_inner_steps=2,
+    )
+    learner = ReptileLearner(policy, sampler, AdvantageEstimator(), settings)
     for _ in range(2):
         theta = {k: v.detach().clone() for k, v in policy_params(policy).items()}
         rollouts = learner.collect(sampler.sample_tasks())

@@ -49,5 +49,7 @@ def test_user_folders_named_envs_and_agents_do_not_shadow_meta_rl(tmp_path):
 
 
 def test_benchmarks_are_not_an_installed_package(tmp_path):
-    code = "import importlib.util, sys; sys.exit(importlib.util.find_spec('benchmarks') is not None)"
+    code = (
+        "import importlib.util, sys; sys.exit(importlib.util.find_spec('benchmarks') is not None)"
+    )
     assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path).returncode == 0

@@ -46,7 +46,7 @@ def hand_adapted(num_updates: int) -> list[dict[str, torch.Tensor]]:
 
 def test_interpolation_follows_formula_and_linear_eps_schedule():
     module = tiny_module()
-    settings = ReptileSettings(outer_lr=1.0, outer_lr_final=0.2, anneal_iterations=4)
+    settings = ReptileSettings(outer_lr=1.0, outer_lr_final=0.2, outer_anneal_iterations=4)
     reptile = Reptile(module, settings)
     expected_eps = [1.0, 0.8, 0.6, 0.4, 0.2, 0.2]  # linear over 4 updates, then flat
     theta = {k: v.detach().clone() for k, v in module.named_parameters()}
@@ -62,7 +62,7 @@ def test_interpolation_follows_formula_and_linear_eps_schedule():
 def test_outer_sgd_equals_interpolation_and_outer_adam_follows_its_formula():
     adapted = hand_adapted(3)
     plain, sgd, adam = tiny_module(), tiny_module(), tiny_module()
-    base = ReptileSettings(outer_lr=0.5, outer_lr_final=0.1, anneal_iterations=2)
+    base = ReptileSettings(outer_lr=0.5, outer_lr_final=0.1, outer_anneal_iterations=2)
     reptiles = [
         Reptile(plain, base),
         Reptile(sgd, replace(base, outer_optimizer="sgd")),
@@ -87,7 +87,7 @@ def test_outer_sgd_equals_interpolation_and_outer_adam_follows_its_formula():
 
 def test_state_dict_resumes_schedule_and_outer_moments_exactly():
     adapted = hand_adapted(4)
-    settings = ReptileSettings(outer_lr=0.5, anneal_iterations=4, outer_optimizer="adam")
+    settings = ReptileSettings(outer_lr=0.5, outer_anneal_iterations=4, outer_optimizer="adam")
     straight = tiny_module()
     reference = Reptile(straight, settings)
     for inner in adapted:
@@ -152,10 +152,15 @@ def test_inner_loop_uses_fresh_episodes_and_per_task_optimisers(optimizer, loss,
     policy = policy.double()
     sampler = RecordingSampler()
     advantages = AdvantageEstimator()
-    settings = ReptileSettings(inner_lr=0.05, inner_optimizer=optimizer)
-    learner = ReptileLearner(
-        policy, sampler, advantages, settings, num_inner_steps=3, inner_loss=loss, ppo_epochs=epochs
+    settings = ReptileSettings(
+        inner_lr=0.05,
+        inner_optimizer=optimizer,
+        outer_anneal_iterations=500,
+        num_inner_steps=3,
+        inner_loss=loss,
+        ppo_epochs=epochs,
     )
+    learner = ReptileLearner(policy, sampler, advantages, settings)
     theta = {k: v.detach().clone() for k, v in policy.named_parameters()}
     rollouts = learner.collect([{}] * N)
 

@@ -135,7 +135,7 @@ def test_reptile_with_sb3_inner_learner_averages_what_sb3_learned():
         actor,
         sampler,
         AdvantageEstimator(),
-        ReptileSettings(outer_lr=0.5, anneal_iterations=10),
+        ReptileSettings(outer_lr=0.5, outer_anneal_iterations=10),
         task_learner=learner,
     )
     tasks = sampler.sample_tasks()

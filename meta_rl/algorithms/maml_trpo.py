@@ -14,6 +14,7 @@ from meta_rl.adaptation import AdvantageEstimator, InnerBatch, adapt, adapt_step
 from meta_rl.agents.pg import masked_task_mean
 from meta_rl.algorithms import closed_form
 from meta_rl.algorithms.base import MetaLearner
+from meta_rl.algorithms.settings import MAMLTRPOSettings
 from meta_rl.algorithms.trpo import (
     AutogradJacobian,
     Jacobian,
@@ -34,25 +35,6 @@ from meta_rl.functional import (
     task_log_probs,
 )
 from meta_rl.samplers.base import Sampler
-
-
-@dataclass(frozen=True)
-class MAMLTRPOSettings:
-    """Hyperparameters of the MAML-TRPO meta-learner (defaults: the paper's)."""
-
-    inner_lr: float = 0.1  # step size of the inner policy-gradient step(s)
-    first_order: bool = False  # drop the second-order terms of the meta-gradient (FOMAML)
-    max_kl: float = 0.01  # trust region: mean KL of the adapted policies per meta-update
-    cg_iters: int = 10  # conjugate-gradient iterations on the Fisher system
-    cg_damping: float = 1e-5  # Tikhonov damping added to every Fisher-vector product
-    ls_max_steps: int = 15  # backtracking line-search steps before rejecting the update
-    ls_backtrack_ratio: float = 0.8  # step shrink factor per line-search step
-    fvp: str = "gauss_newton"  # "gauss_newton" (fast, exact at the old point) or "double_backward"
-    task_chunk: int = 10  # tasks per meta-gradient / Fisher graph (0: all); same math, faster
-    # Fisher on every round(1 / fisher_subsample)-th step, inner and post-adaptation (1: exact)
-    fisher_subsample: float = 1.0
-    # closed-form derivatives (algorithms.closed_form) when the policy is a plain GaussianMLPPolicy
-    analytic: bool = True
 
 
 def importance_weighted_loss(
@@ -88,12 +70,6 @@ class MAMLTRPO:
     """
 
     def __init__(self, policy: nn.Module, settings: MAMLTRPOSettings) -> None:
-        if settings.fvp not in ("gauss_newton", "double_backward"):
-            raise ValueError(
-                f"fvp must be 'gauss_newton' or 'double_backward', got {settings.fvp!r}"
-            )
-        if settings.task_chunk < 0 or not 0 < settings.fisher_subsample <= 1:
-            raise ValueError("task_chunk must be >= 0 and fisher_subsample in (0, 1]")
         self.policy = policy
         self.settings = settings
 
@@ -423,11 +399,10 @@ class MAMLTRPOLearner(MetaLearner[MAMLRollouts]):
         sampler: Sampler,
         advantages: AdvantageEstimator,
         settings: MAMLTRPOSettings,
-        num_inner_steps: int = 1,
     ) -> None:
         super().__init__(policy, sampler, advantages)
         self.trpo = MAMLTRPO(policy, settings)
-        self.num_inner_steps = num_inner_steps
+        self.num_inner_steps = settings.num_inner_steps
 
     def collect(self, tasks: Sequence[dict[str, Any]]) -> MAMLRollouts:
         theta = {k: v.detach() for k, v in policy_params(self.policy).items()}

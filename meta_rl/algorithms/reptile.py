@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from meta_rl.adaptation import AdvantageEstimator, InnerBatch, inner_loss
 from meta_rl.agents.pg import ppo_clip_loss
 from meta_rl.algorithms.base import MetaLearner
+from meta_rl.algorithms.settings import ReptileSettings
 from meta_rl.episodes import Episodes
 from meta_rl.functional import Params, policy_params, task_log_probs
 from meta_rl.samplers.base import Sampler
@@ -31,29 +32,6 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
     "adam": torch.optim.Adam,
 }
-INNER_LOSSES = ("reinforce", "ppo")
-
-
-@dataclass(frozen=True)
-class ReptileSettings:
-    """Hyperparameters of Reptile's inner and outer loops."""
-
-    inner_lr: float = 0.1  # learning rate of the per-task inner optimiser
-    inner_optimizer: str = "sgd"  # "sgd" or "adam"; a fresh one per meta-iteration
-    outer_lr: float = 1.0  # eps at the first meta-update
-    outer_lr_final: float = 0.0  # eps reached (linearly) after anneal_iterations updates
-    anneal_iterations: int = 500  # length of the linear eps schedule; constant eps after it
-    outer_optimizer: str = "none"  # "none": interpolate; "sgd"/"adam": pseudo-gradient step
-
-    def __post_init__(self) -> None:
-        if self.inner_optimizer not in OPTIMIZERS:
-            raise ValueError(f"inner_optimizer must be sgd or adam, got {self.inner_optimizer!r}")
-        if self.outer_optimizer not in ("none", *OPTIMIZERS):
-            raise ValueError(
-                f"outer_optimizer must be none, sgd or adam, got {self.outer_optimizer!r}"
-            )
-        if self.anneal_iterations < 1:
-            raise ValueError(f"anneal_iterations must be >= 1, got {self.anneal_iterations}")
 
 
 class Reptile:
@@ -66,6 +44,11 @@ class Reptile:
     """
 
     def __init__(self, module: nn.Module, settings: ReptileSettings) -> None:
+        if settings.outer_anneal_iterations is None:
+            raise ValueError(
+                "outer_anneal_iterations is null: set the eps schedule's length "
+                "(the trainer uses train.iterations)"
+            )
         self.module = module
         self.settings = settings
         self.updates = 0
@@ -78,7 +61,7 @@ class Reptile:
     def epsilon(self, updates: int | None = None) -> float:
         """eps after ``updates`` meta-updates: linear from outer_lr to outer_lr_final, then flat."""
         s = self.settings
-        done = min((self.updates if updates is None else updates) / s.anneal_iterations, 1.0)
+        done = min((self.updates if updates is None else updates) / s.outer_anneal_iterations, 1.0)
         return (1.0 - done) * s.outer_lr + done * s.outer_lr_final
 
     def task_params(self, num_tasks: int) -> Params:
@@ -197,22 +180,14 @@ class ReptileLearner(MetaLearner[ReptileRollouts]):
         sampler: Sampler,
         advantages: AdvantageEstimator,
         settings: ReptileSettings,
-        num_inner_steps: int = 1,
-        inner_loss: str = "reinforce",
-        ppo_epochs: int = 4,
-        ppo_clip: float = 0.2,
         task_learner: TaskLearner | None = None,
     ) -> None:
         super().__init__(policy, sampler, advantages)
-        if num_inner_steps < 1:
-            raise ValueError(f"Reptile needs num_inner_steps >= 1, got {num_inner_steps}")
-        if inner_loss not in INNER_LOSSES:
-            raise ValueError(f"inner_loss must be one of {INNER_LOSSES}, got {inner_loss!r}")
         self.reptile = Reptile(policy, settings)
-        self.num_inner_steps = num_inner_steps
-        self.inner_loss = inner_loss
-        self.ppo_epochs = ppo_epochs if inner_loss == "ppo" else 1
-        self.ppo_clip = ppo_clip
+        self.num_inner_steps = settings.num_inner_steps
+        self.inner_loss = settings.inner_loss
+        self.ppo_epochs = settings.ppo_epochs if settings.inner_loss == "ppo" else 1
+        self.ppo_clip = settings.ppo_clip
         self.task_learner = task_learner
 
     def task_losses(self, params: Params, batch: InnerBatch) -> Tensor:
