@@ -49,7 +49,12 @@ def family_table() -> str:
     header = ("id", "task distribution", "horizon", "observation", "action")
     rows = [header]
     for env_id in family_ids():
-        env = gym.make(env_id)
+        try:
+            env = gym.make(env_id)
+        except Exception as exc:  # a user's broken family: say so in its row, list the rest
+            why = " ".join(f"{type(exc).__name__}: {exc}".split())
+            rows.append((env_id, f"cannot build: {why}", "", "", ""))
+            continue
         rows.append(
             (
                 env_id,
