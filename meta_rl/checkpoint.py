@@ -46,6 +46,9 @@ def _atomic_write(path: Path, payload: bytes | memoryview) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc  # name the target, not tmp
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -117,13 +120,24 @@ class CheckpointManager:
         self.every = every
 
     def save(self, iteration: int, state: dict[str, Any]) -> Path:
-        """Write latest.pt (and a numbered copy when due); returns the latest.pt path."""
+        """Write the numbered copy when due, then latest.pt; returns the latest.pt path.
+
+        latest.pt is the commit point: if writing it fails, the numbered copy just written is
+        removed again, so the newest files never disagree about how far the run got.
+        """
         buffer = io.BytesIO()
         torch.save(state, buffer)  # serialise once, write up to twice
+        numbered = None
         if self.every and iteration % self.every == 0:
-            _atomic_write(self.directory / f"iter_{iteration:06d}.pt", buffer.getbuffer())
+            numbered = self.directory / f"iter_{iteration:06d}.pt"
+            _atomic_write(numbered, buffer.getbuffer())
         latest = self.directory / LATEST
-        _atomic_write(latest, buffer.getbuffer())
+        try:
+            _atomic_write(latest, buffer.getbuffer())
+        except BaseException:
+            if numbered is not None:
+                numbered.unlink(missing_ok=True)
+            raise
         return latest
 
 

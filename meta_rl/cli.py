@@ -319,6 +319,9 @@ def _train(args: argparse.Namespace) -> int:
     if plan.state is not None:
         print(f"resuming from iteration {plan.done} ({plan.checkpoint})", file=sys.stderr)
     trainer = importlib.import_module("meta_rl.trainer")
+    from meta_rl.finite import NonFiniteError
+    from meta_rl.runs import RecordError
+
     try:
         out = trainer.train(
             config,
@@ -330,6 +333,9 @@ def _train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as exc:
         print(f"meta-rl: {_interrupted(exc)}; {_saved(run_dir)}", file=sys.stderr)
         return _interrupt_code(exc)
+    except (RecordError, NonFiniteError) as exc:  # the iteration it names was not recorded
+        print(f"meta-rl: error: {exc}; {_saved(run_dir)}", file=sys.stderr)
+        return EXIT_FAILURE
     line = trainer.summary(out)
     if line:
         print(line)

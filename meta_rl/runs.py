@@ -40,6 +40,22 @@ class RunDirError(RuntimeError):
     """A run directory that cannot be used as asked; `str(err)` is one line."""
 
 
+class RecordError(OSError):
+    """An iteration whose files could not be written (a full disk); nothing of it was kept."""
+
+    def __init__(self, iteration: int, cause: OSError) -> None:
+        target = f"{cause.filename}: " if cause.filename else ""
+        super().__init__(
+            cause.errno,
+            f"iteration {iteration} was not recorded: cannot write {target}"
+            f"{cause.strerror or cause}",
+        )
+        self.iteration = iteration
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 def holds_run(path: Path) -> bool:
     """Whether ``path`` holds (part of) a run: its config, CSV, checkpoints or TensorBoard."""
     if not path.is_dir():

@@ -7,16 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
+from meta_rl import signals
 from meta_rl.algorithms.base import IterationReport
 from meta_rl.builders import build_meta_learner, build_policy, build_sampler, resolve_device
 from meta_rl.checkpoint import CheckpointManager
 from meta_rl.config import Config, ConfigError, config_to_dict, default_run_dir
 from meta_rl.envs import TaskEnv
+from meta_rl.finite import NonFiniteError, check_metrics, check_parameters
 from meta_rl.logger import MetricLogger
 from meta_rl.perf import configure_learner
-from meta_rl.runs import RunPlan, plan_run
+from meta_rl.progress import Progress
+from meta_rl.runs import RecordError, RunPlan, plan_run
 
 
 class MetaTrainer:
@@ -111,30 +113,55 @@ def _loop(config: Config, plan: RunPlan, trainer: MetaTrainer) -> None:
     logger = MetricLogger(plan.run_dir, config_to_dict(config), state["logger"] if state else None)
     checkpoints = CheckpointManager(plan.run_dir, config.train.checkpoint_every)
     total = config.train.iterations
-    bar = tqdm(range(start_iteration, total), initial=start_iteration, total=total, unit="it")
+    progress = Progress(total, initial=start_iteration, unit="it", desc="train")
     try:
-        for iteration in bar:
-            result = trainer.iteration(logger)
+        for iteration in range(start_iteration, total):
+            try:
+                result = trainer.iteration(logger)
+                check_metrics(
+                    {"return/pre_adapt": result.returns[0], "return/post_adapt": result.returns[-1]}
+                    | result.metrics
+                )
+                check_parameters(trainer.policy)  # what the update proposed, before it is saved
+            except NonFiniteError as exc:
+                raise exc.at(iteration) from None
             env_steps += result.env_steps
-            logger.dump(iteration, env_steps)
-            checkpoints.save(
-                iteration,
-                {
-                    "iteration": iteration,
-                    "env_steps": env_steps,
-                    "trainer": trainer.state_dict(),
-                    "logger": logger.state_dict(),
-                    "config": config_to_dict(config),
-                },
-            )
-            bar.set_postfix(
+            with signals.deferred():  # an iteration is recorded completely or not at all
+                _record(logger, checkpoints, iteration, env_steps, trainer, config)
+            progress.update(
+                1,
                 pre=f"{result.returns[0]:.2f}",
                 post=f"{result.returns[-1]:.2f}",
                 steps_per_s=f"{result.env_steps / max(result.sampling_s, 1e-9):.0f}",
             )
     finally:
-        bar.close()
+        progress.close()
         logger.close()
+
+
+def _record(
+    logger: MetricLogger,
+    checkpoints: CheckpointManager,
+    iteration: int,
+    env_steps: int,
+    trainer: MetaTrainer,
+    config: Config,
+) -> None:
+    """CSV row and TensorBoard, the numbered checkpoint, then latest.pt (the commit point);
+    a failed write takes back the CSV row (and the checkpoint manager its numbered copy)."""
+    try:
+        logger.dump(iteration, env_steps)
+        state = {
+            "iteration": iteration,
+            "env_steps": env_steps,
+            "trainer": trainer.state_dict(),
+            "logger": logger.state_dict(),
+            "config": config_to_dict(config),
+        }
+        checkpoints.save(iteration, state)
+    except OSError as exc:
+        logger.rollback()
+        raise RecordError(iteration, exc) from exc
 
 
 def summary(run_dir: Path) -> str:

@@ -251,3 +251,176 @@ def test_sigterm_stops_cleanly_with_one_line_and_the_run_resumes(tmp_path):
     result = meta_rl("train", "--resume", "run", "--iterations", str(saved + 2), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert [int(r["iteration"]) for r in rows(tmp_path / "run")] == list(range(saved + 2))
+
+
+FAULTY = """\
+import errno, os, sys
+from meta_rl.cli import main
+
+real_replace, target = os.replace, os.environ["FAIL_WRITING"]
+count = {"n": 0}
+
+
+def replace(src, dst):  # the rename that publishes a checkpoint: fail it as a full disk would
+    if os.path.basename(dst) == target:
+        count["n"] += 1
+        if count["n"] == int(os.environ["FAIL_AT"]):  # the iteration-2 write of that file
+            raise OSError(errno.ENOSPC, "No space left on device")
+    return real_replace(src, dst)
+
+
+os.replace = replace
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _policy(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run_dir / "checkpoints" / "latest.pt")["trainer"]["policy"]
+
+
+def _same_policy(a: Path, b: Path) -> bool:
+    pa, pb = _policy(a), _policy(b)
+    return pa.keys() == pb.keys() and all(torch.equal(pa[k], pb[k]) for k in pa)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> Path:
+    """An uninterrupted 4-iteration run: what every interrupted one must end up equal to."""
+    work = tmp_path_factory.mktemp("straight")
+    (work / "tiny.yaml").write_text(TINY)
+    result = meta_rl("train", "tiny.yaml", "--run-dir", "run", "--iterations", "4", cwd=work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work / "run"
+
+
+@pytest.mark.parametrize(("failing", "nth"), [("latest.pt", 3), ("iter_000002.pt", 1)])
+def test_a_failed_write_records_the_iteration_completely_or_not_at_all(
+    tmp_path, straight, failing, nth
+):
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    (tmp_path / "faulty.py").write_text(FAULTY)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "faulty.py",
+            "train",
+            "tiny.yaml",
+            "--run-dir",
+            "run",
+            "--iterations",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "FAIL_WRITING": failing, "FAIL_AT": str(nth)},
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith(
+        f"meta-rl: error: iteration 2 was not recorded: cannot write run/checkpoints/{failing}: "
+        "No space left on device; iterations 0-1 are saved in run; continue with: "
+    )
+    run = tmp_path / "run"
+    # the newest files agree: CSV, numbered checkpoints and latest.pt all end at iteration 1
+    assert [r["iteration"] for r in rows(run)] == ["0", "1"]
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["iter_000000.pt", "iter_000001.pt", "latest.pt"]  # no temp files either
+    assert load_checkpoint(run / "checkpoints" / "latest.pt")["iteration"] == 1
+
+    resumed = meta_rl("train", "--resume", "run", "--iterations", "4", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [r["iteration"] for r in rows(run)] == ["0", "1", "2", "3"]
+    assert _same_policy(run, straight)
+
+
+NAN_FAMILY = """\
+import numpy as np
+from gymnasium import register
+
+from meta_rl.envs.navigation import Navigation2DEnv
+
+
+class NaNAfter(Navigation2DEnv):
+    resets = 0  # per process: 8 resets per iteration of the tiny config
+
+    def reset(self, *, seed=None, options=None):
+        NaNAfter.resets += 1
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = super().step(action)
+        return observation, np.nan if NaNAfter.resets > 16 else reward, terminated, truncated, info
+
+
+register("Test/NaNAfter-v0", entry_point=NaNAfter, max_episode_steps=100)
+"""
+
+
+def test_a_non_finite_reward_stops_with_one_line_and_nothing_of_its_iteration_saved(tmp_path):
+    (tmp_path / "nanfamily.py").write_text(NAN_FAMILY)
+    (tmp_path / "nan.yaml").write_text(
+        TINY.replace("MetaRL/Navigation2D-v0", "nanfamily:Test/NaNAfter-v0")
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "meta_rl.cli",
+            "train",
+            "nan.yaml",
+            "--run-dir",
+            "run",
+            "--iterations",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("meta-rl: error: iteration 2: non-finite reward in task ")
+    assert "; iterations 0-1 are saved in run; continue with: " in last
+    run = tmp_path / "run"
+    assert [r["iteration"] for r in rows(run)] == ["0", "1"]
+    assert load_checkpoint(run / "checkpoints" / "latest.pt")["iteration"] == 1
+    assert not (run / "checkpoints" / "iter_000002.pt").exists()
+
+
+def test_resume_after_kill_9_at_random_moments_with_the_process_sampler_is_bitwise(tmp_path):
+    config = TINY.replace(
+        "checkpoint_every: 1}", "checkpoint_every: 1, sampler: process, num_workers: 2}"
+    )
+    config = config.replace("meta_batch_size: 2", "meta_batch_size: 4")
+    (tmp_path / "p.yaml").write_text(config)
+    straight = meta_rl(
+        "train", "p.yaml", "--run-dir", "straight", "--iterations", "5", cwd=tmp_path
+    )
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    rng = __import__("numpy").random.default_rng(12)  # seeded: the kill moments reproduce
+    for kill in range(2):
+        args = (
+            ["train", "p.yaml", "--run-dir", "killed"]
+            if kill == 0
+            else ["train", "--resume", "killed"]
+        )
+        process = _start([*args, "--iterations", "5"], tmp_path)
+        done = len(rows(tmp_path / "killed")) if kill else 0
+        _wait_for_rows(process, tmp_path / "killed", done + 1, timeout=240)
+        time.sleep(float(rng.uniform(0.0, 1.0)))  # somewhere inside the next iteration
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate(timeout=60)
+    resumed = meta_rl("train", "--resume", "killed", "--iterations", "5", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    keys = ("iteration", "env_steps", "return_pre_adapt", "return_post_adapt", "trpo_kl")
+    assert [[r[k] for k in keys] for r in rows(tmp_path / "killed")] == [
+        [r[k] for k in keys] for r in rows(tmp_path / "straight")
+    ]
+    assert _same_policy(tmp_path / "killed", tmp_path / "straight")

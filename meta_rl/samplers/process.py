@@ -44,6 +44,7 @@ from torch import nn
 
 import meta_rl.envs  # noqa: F401  (registers the MetaRL/ families with Gymnasium)
 from meta_rl.episodes import Episodes
+from meta_rl.finite import check_episodes
 from meta_rl.functional import Params, flatten_distribution
 from meta_rl.perf import configure_worker, cpu_count
 from meta_rl.samplers.base import (
@@ -118,6 +119,7 @@ def _worker_main(
     parent_pid: int,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler, if forked
     _die_with_parent(parent_pid)
     configure_worker()
     sub_envs = [gym.make(env_id, **env_kwargs) for _ in range(num_envs)]
@@ -270,7 +272,9 @@ class ProcessSampler(Sampler):
         for name, array in arrays.items():
             if name != "observations":
                 array[end:] = 0  # VectorSampler stops drawing actions once every episode ended
-        return arrays_to_episodes(arrays, num_tasks, num_episodes, self.device)
+        return check_episodes(
+            arrays_to_episodes(arrays, num_tasks, num_episodes, self.device), tasks
+        )
 
     def _gather(self) -> int:
         """Wait for every worker's reply; a dead or failed worker stops them all and raises."""
