@@ -177,24 +177,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_args(args, parser)
     except SystemExit as exc:  # --help (0) and usage errors (2) return instead of exiting
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    from meta_rl.runs import RunDirError
-
     try:
         with _sigterm_as_interrupt():
             return args.handler(args)
-    except (ConfigError, RunDirError) as exc:
-        print(_error_line(exc), file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt as exc:
         print(f"meta-rl: {_interrupted(exc)}", file=sys.stderr)
         return _interrupt_code(exc)
     except Exception as exc:
-        from meta_rl.checkpoint import CheckpointError
-
-        if not isinstance(exc, CheckpointError):
+        code = _error_code(exc)
+        if code is None:  # a bug: keep its traceback
             raise
         print(_error_line(exc), file=sys.stderr)
-        return EXIT_FAILURE
+        return code
+
+
+def _error_code(exc: Exception) -> int | None:
+    """The exit code of an error reported in one line, None for anything else. The error
+    classes are looked up only in modules already imported, so a config error costs no torch."""
+    if isinstance(exc, ConfigError):
+        return EXIT_USAGE
+    for module, name, code in (
+        ("meta_rl.runs", "RunDirError", EXIT_USAGE),
+        ("meta_rl.checkpoint", "CheckpointError", EXIT_FAILURE),
+    ):
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(exc, cls):
+            return code
+    return None
 
 
 def _error_line(exc: BaseException) -> str:

@@ -208,3 +208,16 @@ def test_plot_of_several_runs_has_short_labels_a_title_and_the_legend_outside(
     assert main(argv) == 0
     assert seen[-1]["labels"] == ["A: maml_trpo", "B: maml_trpo"]
     assert main([*argv[:-2], "--title", "mine"]) == 2  # one label for two dirs: usage error
+
+
+def test_a_config_error_is_reported_without_importing_torch(tmp_path):
+    (tmp_path / "bad.yaml").write_text("env: {id: MetaRL/Navigation2D-v0}\nalgo: {gamma: 2}\n")
+    code = (
+        "import sys\nfrom meta_rl.cli import main\n"
+        "assert main(['train', 'bad.yaml']) == 2\nsys.exit('torch' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith("config error: algo.gamma") and result.stderr.count("\n") == 1
