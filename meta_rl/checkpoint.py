@@ -48,7 +48,7 @@ def _atomic_write(path: Path, payload: bytes | memoryview) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise OSError(exc.errno, exc.strerror, str(path)) from exc  # name the target, not tmp
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc  # the target
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

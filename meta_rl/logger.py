@@ -141,7 +141,7 @@ class MetricLogger:
                 view = view[self._csv_file.write(view) :]
         except OSError as exc:
             self._csv_file.truncate(start)
-            raise OSError(exc.errno, exc.strerror, self._csv_file.name) from exc
+            raise OSError(exc.errno, exc.strerror or str(exc), self._csv_file.name) from exc
         except BaseException:
             self._csv_file.truncate(start)
             raise

@@ -28,7 +28,13 @@ class MetaTrainer:
         self.config = config
         # Seeding, in one place: the sampler's generator drives tasks, env resets and actions;
         # the policy initialisation has its own stream from the same seed.
-        self.sampler = build_sampler(config, device)
+        try:
+            self.sampler = build_sampler(config, device)
+        except (ValueError, TypeError) as exc:  # the family's constructor refused env.kwargs
+            raise ConfigError(
+                f"env: cannot build '{config.env.id}' with env.kwargs {config.env.kwargs}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         self.policy = build_policy(config, self.sampler, config.train.seed).to(device)
         self.meta_learner = build_meta_learner(config, self.policy, self.sampler)
 

@@ -22,6 +22,8 @@ from meta_rl.checkpoint import (
     save_checkpoint,
 )
 
+from fakes import Evil
+
 
 def make_state(step: int) -> dict:
     rng = np.random.default_rng(1234 + step)
@@ -170,26 +172,11 @@ def test_find_latest_falls_back_to_highest_numbered(tmp_path):
     assert find_latest(tmp_path) == d / "iter_000040.pt"
 
 
-def _mark_executed(path: str) -> str:
-    Path(path).write_text("pwned")
-    return "pwned"
-
-
-class Evil:
-    """Unpickling this runs _mark_executed: exactly what weights_only must refuse."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (_mark_executed, (str(self.marker),))
-
-
 def test_arbitrary_pickled_objects_are_refused(tmp_path):
     marker = tmp_path / "executed"
     torch_file = tmp_path / "evil.pt"
     torch.save({"iteration": 1, "payload": Evil(marker)}, torch_file)
-    refused = r"refused: the file carries code \(test_checkpoint\._mark_executed\) and was not"
+    refused = r"refused: the file carries code \(fakes\._mark_executed\) and was not"
     with pytest.raises(CheckpointError, match=refused) as info:
         load_checkpoint(torch_file)
     assert "weights_only" not in str(info.value) and "\n" not in str(info.value)

@@ -15,6 +15,8 @@ from meta_rl.cli import main
 from meta_rl.evaluation import AdaptationCurve, curves_table, write_results
 from meta_rl.progress import Progress
 
+from fakes import meta_rl
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -52,22 +54,11 @@ USER_FAMILY = textwrap.dedent(
 )
 
 
-def cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "meta_rl.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=300,
-    )
-
-
 def test_help_lists_bench_and_bench_help_names_itself():
-    top = cli("--help", cwd=ROOT)
+    top = meta_rl("--help", cwd=ROOT)
     assert top.returncode == 0 and "    bench " in top.stdout
     assert "train, envs, evaluate, plot, bench" in top.stdout
-    bench = cli("bench", "--help", cwd=ROOT)
+    bench = meta_rl("bench", "--help", cwd=ROOT)
     assert bench.returncode == 0
     assert bench.stdout.startswith("usage: meta-rl bench")
     assert "python -m benchmarks" not in bench.stdout and "_child" not in bench.stdout
@@ -76,12 +67,12 @@ def test_help_lists_bench_and_bench_help_names_itself():
 def test_envs_imports_a_users_module_and_names_a_bad_one(tmp_path):
     (tmp_path / "myfams.py").write_text(USER_FAMILY)
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    listed = cli("envs", "--import", "myfams", cwd=tmp_path, env=env)
+    listed = meta_rl("envs", "--import", "myfams", cwd=tmp_path, env=env)
     assert listed.returncode == 0, listed.stderr
     assert "MyFams/Point2D-v0" in listed.stdout and "MetaRL/Navigation2D-v0" in listed.stdout
-    assert "MyFams/Point2D-v0" not in cli("envs", cwd=tmp_path, env=env).stdout
+    assert "MyFams/Point2D-v0" not in meta_rl("envs", cwd=tmp_path, env=env).stdout
 
-    missing = cli("envs", "--import", "nosuchmodule", cwd=tmp_path, env=env)
+    missing = meta_rl("envs", "--import", "nosuchmodule", cwd=tmp_path, env=env)
     assert missing.returncode == 2 and missing.stdout == ""
     assert missing.stderr == (
         "meta-rl: error: --import nosuchmodule: ModuleNotFoundError: "
@@ -98,12 +89,12 @@ def test_an_installed_package_registers_families_through_the_entry_point_group(t
         "[meta_rl.families]\nmyfams = myfams:register_families\n"
     )
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    listed = cli("envs", cwd=tmp_path, env=env)
+    listed = meta_rl("envs", cwd=tmp_path, env=env)
     assert listed.returncode == 0, listed.stderr
     assert "MyFams/Point2D-v0" in listed.stdout
     # the config check sees it too, with no module prefix
     (tmp_path / "c.yaml").write_text("env: {id: MyFams/Point2D-v1}\n")
-    wrong = cli("train", "c.yaml", cwd=tmp_path, env=env)
+    wrong = meta_rl("train", "c.yaml", cwd=tmp_path, env=env)
     assert wrong.returncode == 2
     assert wrong.stderr == (
         "config error: env.id: unknown environment 'MyFams/Point2D-v1' "
@@ -128,7 +119,7 @@ def test_hints_work_without_an_activated_venv(tmp_path):
         "train: {meta_batch_size: 2, episodes_per_task: 1, iterations: 1}\n"
     )
     path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if Path(p) != BIN)
-    result = cli(
+    result = meta_rl(
         "train", "c.yaml", "--run-dir", "run", cwd=tmp_path, env={**os.environ, "PATH": path}
     )
     assert result.returncode == 0, result.stderr[-3000:]

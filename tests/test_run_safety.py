@@ -20,22 +20,14 @@ import torch
 
 from meta_rl.checkpoint import load_checkpoint
 
+from fakes import Evil, meta_rl
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = """\
 env: {id: MetaRL/Navigation2D-v0}
 policy: {hidden_sizes: [8]}
 train: {meta_batch_size: 2, episodes_per_task: 2, iterations: 2, seed: 3, checkpoint_every: 1}
 """
-
-
-def meta_rl(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "meta_rl.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=timeout,
-    )
 
 
 def one_line(result: subprocess.CompletedProcess, code: int) -> str:
@@ -149,19 +141,6 @@ def test_resume_says_what_it_does_and_when_there_is_nothing_to_do(run):
     assert [r["iteration"] for r in rows(run)] == ["0", "1", "2"]
 
 
-def _mark_executed(path: str) -> str:
-    Path(path).write_text("pwned")
-    return "pwned"
-
-
-class Evil:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (_mark_executed, (str(self.marker),))
-
-
 def test_unreadable_checkpoints_are_one_line_and_an_older_good_one_is_offered(run):
     work = run.parent
     latest = run / "checkpoints" / "latest.pt"
@@ -183,7 +162,7 @@ def test_unreadable_checkpoints_are_one_line_and_an_older_good_one_is_offered(ru
     line = one_line(meta_rl(*args, cwd=work), 1)
     assert line.startswith(
         "meta-rl: error: run/checkpoints/latest.pt: refused: the file carries code "
-        "(test_run_safety._mark_executed) and was not loaded; "
+        "(fakes._mark_executed) and was not loaded; "
     )
     assert "weights_only" not in line and not marker.exists()
 
@@ -204,6 +183,13 @@ def test_config_errors_found_when_building_leave_no_run_dir(tmp_path):
     assert line == (
         "config error: env.id: 'Pendulum-v1' is not a task family: PendulumEnv does not "
         "subclass meta_rl.envs.TaskEnv (`meta-rl envs` lists the families)"
+    )
+    kwargs = "env.kwargs={velocity_range: [2.0, 1.0]}"
+    cheetah = ("--set", "env.id=MetaRL/HalfCheetahVel-v0", "--set", kwargs)
+    line = one_line(meta_rl("train", "tiny.yaml", *cheetah, "--run-dir", "r", cwd=tmp_path), 2)
+    assert line.startswith(
+        "config error: env: cannot build 'MetaRL/HalfCheetahVel-v0' with env.kwargs "
+        "{'velocity_range': [2.0, 1.0]}: ValueError: Box all low values must be less than"
     )
     if not torch.cuda.is_available():
         line = one_line(meta_rl("train", "tiny.yaml", "--device", "cuda", cwd=tmp_path), 2)
@@ -234,7 +220,9 @@ def _wait_for_rows(process: subprocess.Popen, run_dir: Path, count: int, timeout
 
 
 def test_sigterm_stops_cleanly_with_one_line_and_the_run_resumes(tmp_path):
-    (tmp_path / "tiny.yaml").write_text(TINY)
+    """SIGTERM to the whole process group, as a scheduler sends it: workers included."""
+    workers = "checkpoint_every: 1, sampler: process, num_workers: 2}"
+    (tmp_path / "tiny.yaml").write_text(TINY.replace("checkpoint_every: 1}", workers))
     process = _start(["train", "tiny.yaml", "--run-dir", "run", "--iterations", "500"], tmp_path)
     _wait_for_rows(process, tmp_path / "run", 2, timeout=240)
     os.killpg(process.pid, signal.SIGTERM)
