@@ -17,6 +17,7 @@ import signal
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -28,6 +29,9 @@ from meta_rl.config import (
     load_config,
     validation_message,
 )
+
+if TYPE_CHECKING:
+    from meta_rl.runs import RunPlan
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -324,9 +328,6 @@ def _train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 0
-    print(f"run dir: {run_dir}", file=sys.stderr)
-    if plan.state is not None:
-        print(f"resuming from iteration {plan.done} ({plan.checkpoint})", file=sys.stderr)
     trainer = importlib.import_module("meta_rl.trainer")
     from meta_rl.finite import NonFiniteError
     from meta_rl.runs import RecordError
@@ -338,6 +339,7 @@ def _train(args: argparse.Namespace) -> int:
             resume=args.resume,
             overwrite=args.overwrite,
             checkpoint=plan.checkpoint,
+            on_start=_announce,
         )
     except KeyboardInterrupt as exc:
         print(f"meta-rl: {_interrupted(exc)}; {_saved(run_dir)}", file=sys.stderr)
@@ -350,6 +352,13 @@ def _train(args: argparse.Namespace) -> int:
         print(line)
     print(f"TensorBoard logs: {out}  (open with: {_command('tensorboard')} --logdir {out})")
     return 0
+
+
+def _announce(plan: RunPlan) -> None:
+    """Once the run directory exists (never for a run refused while it was being built)."""
+    print(f"run dir: {plan.run_dir}", file=sys.stderr)
+    if plan.state is not None:
+        print(f"resuming from iteration {plan.done} ({plan.checkpoint})", file=sys.stderr)
 
 
 def _saved(run_dir: Path) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,7 @@ def train(
     *,
     overwrite: bool = False,
     checkpoint: Path | None = None,
+    on_start: Callable[[RunPlan], None] | None = None,
 ) -> Path:
     """Meta-train as configured; returns the run directory (config, CSV, TensorBoard, checkpoints).
 
@@ -83,7 +85,8 @@ def train(
     latest checkpoint (or ``checkpoint``) up to it: 2 + 2 iterations give bitwise the same
     result as 4 on CPU, and a run that already has them is left untouched. A new run refuses
     a directory that holds another run unless ``overwrite``, which empties it first. Every
-    check, and building the envs and the policy, happens before anything is written.
+    check, and building the envs and the policy, happens before anything is written;
+    ``on_start(plan)`` runs once the run directory exists (the CLI announces it there).
     """
     run_dir = Path(resume or run_dir or default_run_dir(config))
     device = resolve_device(config.train.device)
@@ -104,6 +107,8 @@ def train(
         if not isinstance(trainer.sampler.unwrapped, TaskEnv):
             raise ConfigError(f"env.id: '{config.env.id}' did not build a meta_rl.envs.TaskEnv")
         plan.create(config)
+        if on_start is not None:
+            on_start(plan)
         _loop(config, plan, trainer)
     finally:
         trainer.close()

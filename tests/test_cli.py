@@ -39,6 +39,7 @@ def fake_train(monkeypatch):
         config: Config, run_dir: Path | None = None, resume: Path | None = None, **kw
     ) -> Path:
         calls.append({"config": config, "run_dir": run_dir, "resume": resume, **kw})
+        kw["on_start"](types.SimpleNamespace(run_dir=run_dir, state=None))
         return Path(run_dir)
 
     monkeypatch.setitem(
