@@ -100,8 +100,9 @@ class TrainConfig:
     """torch device for the learner: cpu | cuda | cuda:N | auto"""
     checkpoint_every: Annotated[Int, Field(ge=0)] = 50
     """keep a numbered checkpoint every N iterations (0: only checkpoints/latest.pt)"""
-    num_threads: Annotated[Int, Field(ge=1)] | None = None
-    """torch intra-op threads of the learner; None: one per core"""
+    num_threads: Annotated[Int, Field(ge=1)] | None = 1
+    """torch intra-op threads of the learner; None: one per core. 1 by default: threads that
+    spin-wait against other processes made iterations up to 10x slower on a busy machine"""
     sampler: Sampler = "vector"
     """sampler backend: vector (in-process) | process (worker per core) | torch (tensor envs)"""
     num_workers: Annotated[Int, Field(ge=1)] | None = None
