@@ -44,18 +44,18 @@ class LinearFeatureBaseline:
 
     @torch.no_grad()
     def fit_predict(self, observations: Tensor, returns: Tensor, mask: Tensor) -> Tensor:
-        """Fit one regression per task on its valid steps; predict values for all T+1 rows.
+        """Fit one regression per task on its steps; predict values for all T+1 rows.
 
         observations ``[T+1, N, E, D]``, returns and mask ``[T, N, E]`` -> values ``[T+1, N, E]``
         (in ``returns.dtype``). The last row values the final next-observations, which GAE uses to
-        bootstrap truncated episodes. Invalid steps may hold anything (even NaN): they are
-        excluded with ``where``, not multiplied by zero.
+        bootstrap truncated episodes. Steps after an episode's end may hold anything (even NaN):
+        they are excluded with ``where``, not multiplied by zero.
         """
         T, N, E = returns.shape
         feats = self.features(observations.to(self.solve_dtype))
-        valid = mask[..., None] > 0
-        x = torch.where(valid, feats[:T], 0.0).permute(1, 0, 2, 3).reshape(N, T * E, -1)
-        y = torch.where(valid, returns.to(self.solve_dtype)[..., None], 0.0)
+        in_episode = mask[..., None] > 0
+        x = torch.where(in_episode, feats[:T], 0.0).permute(1, 0, 2, 3).reshape(N, T * E, -1)
+        y = torch.where(in_episode, returns.to(self.solve_dtype)[..., None], 0.0)
         y = y.permute(1, 0, 2, 3).reshape(N, T * E, 1)
         gram, rhs = x.mT @ x, x.mT @ y
         eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
@@ -76,13 +76,13 @@ class LinearFeatureBaseline:
 
 
 def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> float:
-    """``1 - Var[returns - values] / Var[returns]`` over valid steps; NaN if returns are constant.
+    """``1 - Var[returns - values] / Var[returns]`` over episode steps; NaN if returns are constant.
 
     1 is a perfect baseline, 0 no better than a constant, negative worse. ``values`` has the
     shape of ``returns`` (drop the bootstrap row of ``fit_predict``'s output first).
     """
-    valid = mask > 0
-    r, v = returns[valid].double(), values[valid].double()
+    in_episode = mask > 0
+    r, v = returns[in_episode].double(), values[in_episode].double()
     var_r = r.var(unbiased=False)
     if var_r == 0:
         return float("nan")

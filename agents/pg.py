@@ -1,9 +1,10 @@
 """Policy-gradient pieces as pure functions on ``[T, N, E]`` tensors (time, task, episode).
 
-Each ``(n, e)`` column holds one episode: ``mask`` is 1 on its valid steps and 0 after the last
-one, so the first invalid step is where an episode's sums stop. Losses are returned per task
-(shape ``[N]``) so a meta-learner can take one gradient per task. Invalid steps may hold any
-value, even NaN: they are dropped with ``where``, never multiplied by zero (``NaN * 0 = NaN``).
+Each ``(n, e)`` column holds one episode: ``mask`` is 1 on its steps and 0 after the last one
+(``in_episode = mask > 0`` below), so an episode's sums stop at its end. Losses are returned per
+task (shape ``[N]``) so a meta-learner can take one gradient per task. Steps after an episode's
+end may hold any value, even NaN: they are dropped with ``where``, never multiplied by zero
+(``NaN * 0 = NaN``).
 """
 
 from __future__ import annotations
@@ -13,23 +14,23 @@ from torch import Tensor
 
 
 def masked_task_mean(x: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``x[T, N, E]`` over each task's valid steps -> ``[N]`` (0 for a task with none)."""
-    valid = mask > 0
-    total = torch.where(valid, x, 0.0).sum(dim=(0, 2))
-    return total / valid.sum(dim=(0, 2)).clamp(min=1).to(total.dtype)
+    """Mean of ``x[T, N, E]`` over each task's episode steps -> ``[N]`` (0 for a task with none)."""
+    in_episode = mask > 0
+    total = torch.where(in_episode, x, 0.0).sum(dim=(0, 2))
+    return total / in_episode.sum(dim=(0, 2)).clamp(min=1).to(total.dtype)
 
 
 def discounted_returns(rewards: Tensor, mask: Tensor, gamma: float) -> Tensor:
-    """Reward-to-go within each episode, ``R_t = r_t + gamma * R_{t+1}``; 0 on invalid steps.
+    """Reward-to-go within each episode, ``R_t = r_t + gamma * R_{t+1}``; 0 after its end.
 
     No bootstrap at a truncation: this is the Monte-Carlo return the baseline regresses on.
     """
-    valid = mask > 0
-    rewards = torch.where(valid, rewards, 0.0)
+    in_episode = mask > 0
+    rewards = torch.where(in_episode, rewards, 0.0)
     out = []
     running = torch.zeros_like(rewards[0])
     for t in range(rewards.shape[0] - 1, -1, -1):
-        running = torch.where(valid[t], rewards[t] + gamma * running, 0.0)
+        running = torch.where(in_episode[t], rewards[t] + gamma * running, 0.0)
         out.append(running)
     return torch.stack(out[::-1])
 
@@ -45,19 +46,19 @@ def gae(
     """Generalised advantage estimation (Schulman et al. 2016) -> advantages ``[T, N, E]``.
 
     ``values`` is ``[T+1, N, E]``: ``values[t]`` is V(s_t) and the row after an episode's last
-    valid step is V of its final next-observation. ``delta_t = r_t + gamma * V_{t+1} *
+    in-episode step is V of its final next-observation. ``delta_t = r_t + gamma * V_{t+1} *
     (1 - terminated_t) - V_t``: a truncated episode bootstraps from V(s_{t+1}) (the task went on,
     only the time limit stopped it), a terminated one does not (nothing follows).
     Advantages accumulate backward with ``gamma * lam`` and restart after each episode's end.
     """
-    valid = mask > 0
+    in_episode = mask > 0
     not_done = (~terminated.bool()).to(values.dtype)
     deltas = rewards + gamma * values[1:] * not_done - values[:-1]
-    deltas = torch.where(valid, deltas, 0.0)
+    deltas = torch.where(in_episode, deltas, 0.0)
     out = []
     running = torch.zeros_like(deltas[0])
     for t in range(deltas.shape[0] - 1, -1, -1):
-        running = torch.where(valid[t], deltas[t] + gamma * lam * running, 0.0)
+        running = torch.where(in_episode[t], deltas[t] + gamma * lam * running, 0.0)
         out.append(running)
     return torch.stack(out[::-1])
 
@@ -68,15 +69,15 @@ def normalize_advantages(
     """Shift and scale to masked mean 0 and std 1, per task (over T and E) or over the batch.
 
     As pytorch-maml-rl's ``weighted_normalize``: population std, ``(a - mean) / (std + eps)``,
-    0 on invalid steps. Per task by default so one task's reward scale does not set another's
-    step size.
+    0 after an episode's end. Per task by default so one task's reward scale does not set
+    another's step size.
     """
-    valid = mask > 0
+    in_episode = mask > 0
     dims = (0, 2) if per_task else (0, 1, 2)
-    count = valid.sum(dim=dims, keepdim=True).clamp(min=1).to(advantages.dtype)
-    a = torch.where(valid, advantages, 0.0)
+    count = in_episode.sum(dim=dims, keepdim=True).clamp(min=1).to(advantages.dtype)
+    a = torch.where(in_episode, advantages, 0.0)
     mean = a.sum(dim=dims, keepdim=True) / count
-    centred = torch.where(valid, advantages - mean, 0.0)
+    centred = torch.where(in_episode, advantages - mean, 0.0)
     std = (centred.pow(2).sum(dim=dims, keepdim=True) / count).sqrt()
     return centred / (std + eps)
 
@@ -87,9 +88,9 @@ def reinforce_loss(log_probs: Tensor, advantages: Tensor, mask: Tensor) -> Tenso
     Advantages are constants of the estimator, so they are detached here: a gradient through a
     baseline or return computation would bias it.
     """
-    valid = mask > 0
-    log_probs = torch.where(valid, log_probs, 0.0)
-    advantages = torch.where(valid, advantages.detach(), 0.0)
+    in_episode = mask > 0
+    log_probs = torch.where(in_episode, log_probs, 0.0)
+    advantages = torch.where(in_episode, advantages.detach(), 0.0)
     return masked_task_mean(-log_probs * advantages, mask)
 
 
@@ -105,9 +106,9 @@ def ppo_clip_loss(
     ``-min(ratio * A, clip(ratio, 1 - clip, 1 + clip) * A)`` with ``ratio = exp(log_prob -
     old_log_prob)``; old log-probs and advantages are detached (the data's, not the policy's).
     """
-    valid = mask > 0
-    log_ratio = torch.where(valid, log_probs - old_log_probs.detach(), 0.0)
+    in_episode = mask > 0
+    log_ratio = torch.where(in_episode, log_probs - old_log_probs.detach(), 0.0)
     ratio = log_ratio.exp()
-    adv = torch.where(valid, advantages.detach(), 0.0)
+    adv = torch.where(in_episode, advantages.detach(), 0.0)
     surrogate = torch.minimum(ratio * adv, ratio.clamp(1.0 - clip, 1.0 + clip) * adv)
     return masked_task_mean(-surrogate, mask)

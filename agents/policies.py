@@ -1,8 +1,12 @@
 """Policies: plain ``nn.Module``s mapping observations to action distributions.
 
-Meta-learners only ever call a policy through
-``torch.func.functional_call(policy, params, (obs,))``, possibly under ``torch.func.vmap`` over
-a leading task dimension of stacked parameters, so everything here is a pure function of the
+How the meta-learners and samplers call a policy (``meta_rl.functional``): with per-task
+parameters through ``torch.func.functional_call(policy, params, (obs,))`` under
+``torch.func.vmap`` over a leading task dimension; with one parameter set shared by every task
+(the pre-adaptation batch) as one plain ``policy(obs)`` call. A plain ``GaussianMLPPolicy`` is
+the exception that does not go through ``forward``: ``meta_rl.algorithms.closed_form`` reads its
+layer structure and evaluates it as batched matrix products (per-task sampling always, the
+meta-update's derivatives with ``algo.analytic``). So everything here is a pure function of the
 registered parameters: no buffers that change, no in-place updates, distributions built with
 ``validate_args=False`` (argument validation does data-dependent control flow, which vmap
 rejects).
@@ -30,12 +34,11 @@ from meta_rl.agents.choices import Activation
 class Tanh(nn.Module):
     """``tanh`` that takes the cheaper road in inference.
 
-    Without autograd (the sampler runs the policy under ``torch.no_grad``) it computes
-    ``2 * sigmoid(2x) - 1``, the same function: on torch 2.13 CPU that forward is 1.4-1.8x faster
-    than ``torch.tanh`` for 4k-20k rows x 100 units. With autograd on we keep ``torch.tanh``:
-    measured on the same MLP, its double backward is 3-15 % and its jvp / vjp-of-jvp 20-30 %
-    cheaper than the sigmoid form's (first-order backward is a wash), and those derivatives
-    dominate the meta-update. The two differ only by float rounding (~2e-7 in float32).
+    Without autograd (the samplers run the policy in ``torch.inference_mode``) it computes
+    ``2 * sigmoid(2x) - 1``, the same function with a faster forward on CPU. With autograd on it
+    keeps ``torch.tanh``, whose double backward and jvp / vjp-of-jvp are cheaper than the sigmoid
+    form's, and those derivatives dominate the meta-update (measurements in
+    ``benchmarks/RESULTS.md``). The two differ only by float rounding.
     """
 
     def forward(self, x: Tensor) -> Tensor:

@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from meta_rl.tables import format_table
+
 FAMILIES = {
     "nav": "MetaRL/Navigation2D-v0",
     "cheetah": "MetaRL/HalfCheetahVel-v0",
@@ -57,14 +59,8 @@ def load() -> float:
 
 
 def table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
-    def fmt(v: Any) -> str:
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
-
-    cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join(lines)
+    """Right-aligned columns, floats to 3 decimals (``meta_rl.tables``, the shared formatter)."""
+    return format_table(columns, [[r.get(c, "") for c in columns] for r in rows], align="r")
 
 
 def write(out: Path, name: str, payload: dict[str, Any]) -> None:
@@ -393,6 +389,7 @@ def cmd_learning(args: argparse.Namespace) -> None:
     """
     import csv
 
+    from meta_rl.perf import configure_learner
     from meta_rl.trainer import train
 
     curves: dict[str, dict[int, list[tuple[float, float]]]] = {}
@@ -402,6 +399,7 @@ def cmd_learning(args: argparse.Namespace) -> None:
             config = _batch_config(
                 args, [*overrides, f"train.seed={seed}", f"train.iterations={args.iterations}"]
             )
+            configure_learner(config.train.num_threads)  # as `meta-rl train` does; train() doesn't
             run_dir = train(config, run_dir=args.out / f"learning_{variant}_{seed}")
             with (run_dir / "progress.csv").open(newline="") as f:
                 rows = list(csv.DictReader(f))

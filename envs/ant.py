@@ -108,8 +108,6 @@ class AntVelEnv(GoalVelocityTasks, _AntTaskEnv):
     """
     )
 
-    task_description = "velocity ~ U[0, 3]"
-
     def __init__(
         self,
         velocity_range: tuple[float, float] = (0.0, 3.0),
@@ -189,8 +187,6 @@ class AntGoalEnv(GoalPositionTasks, _AntTaskEnv):
     * v0: Initial version, on top of `Ant-v5`.
     """
     )
-
-    task_description = "goal ~ U[-3, 3]^2"
 
     def __init__(
         self,

@@ -10,6 +10,7 @@ import numpy as np
 from gymnasium import spaces
 
 from meta_rl.envs.base import TaskEnv
+from meta_rl.tables import format_table  # standard library only: no torch, no learner
 
 NAMESPACE = "MetaRL"
 
@@ -65,10 +66,7 @@ def family_table() -> str:
             )
         )
         env.close()
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(line.rstrip() for line in lines)
+    return format_table(header, rows[1:], rule=True)
 
 
 def random_policy_return(env_id: str, episodes: int, seed: int) -> float:

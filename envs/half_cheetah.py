@@ -53,8 +53,6 @@ class HalfCheetahVelEnv(GoalVelocityTasks, SharedModelMixin, HalfCheetahEnv):
     * v0: Initial version, on top of `HalfCheetah-v5`.
     """
 
-    task_description = "velocity ~ U[0, 2]"
-
     def __init__(
         self,
         velocity_range: tuple[float, float] = (0.0, 2.0),

@@ -57,8 +57,6 @@ class Navigation2DEnv(GoalPositionTasks):
       pytorch-maml-rl `navigation.py`.
     """
 
-    task_description = "goal ~ U[-0.5, 0.5]^2"
-
     def __init__(self, goal_low: float = -0.5, goal_high: float = 0.5) -> None:
         EzPickle.__init__(self, goal_low=goal_low, goal_high=goal_high)
         if not goal_low < goal_high:

@@ -5,7 +5,8 @@ iterations), then every checkpoint nearest below a budget of training env steps 
 on the same held-out tasks (``meta_rl.evaluation``'s held-out stream, identical sampler state
 per method) with THAT METHOD'S OWN adaptation: its learner's ``collect`` (MAML: one REINFORCE
 step of alpha; Reptile: k steps of its per-task inner optimiser). Nothing updates the policy
-during evaluation. Writes ``<out>.md`` and ``<out>.json``.
+during evaluation. Writes ``<out>.md`` and ``<out>.json``; ``--render-only`` rewrites the
+table from the JSON's per-task returns (e.g. after a change to how intervals are computed).
 
     python experiments/compare_reptile_maml.py navigation2d --budgets 0.5e6 1e6 2e6
     python experiments/compare_reptile_maml.py halfcheetah_dir
@@ -22,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from meta_rl.builders import build_policy
 from meta_rl.checkpoint import load_checkpoint
@@ -33,7 +33,10 @@ from meta_rl.evaluation import (
     learner_curve,
     make_eval_sampler,
 )
+from meta_rl.perf import configure_learner
 from meta_rl.samplers import VectorSampler
+from meta_rl.stats import confidence_interval
+from meta_rl.tables import format_table
 from meta_rl.trainer import train
 
 ROOT = Path(__file__).parent
@@ -46,8 +49,7 @@ def train_once(config: Config, run_dir: Path) -> None:
     if latest.is_file() and load_checkpoint(latest)["iteration"] >= config.train.iterations - 1:
         return
     resume = run_dir if latest.is_file() else None
-    # one torch thread: on a shared 2-core machine two threads spin against other jobs
-    config = replace(config, train=replace(config.train, num_threads=1))
+    config = replace(config, train=replace(config.train, num_threads=1))  # as main() set it
     train(config, run_dir=run_dir, resume=resume)
 
 
@@ -76,8 +78,9 @@ def evaluate(
 
 
 def _ci(values: np.ndarray) -> str:
-    half = 1.96 * values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0.0
-    return f"{values.mean():.1f} ± {half:.1f}"
+    """Mean ± the 95 % Student-t half-width over tasks (``meta_rl.stats``, as every table)."""
+    mean, half = confidence_interval(values)
+    return f"{mean:.1f} ± {half:.1f}"
 
 
 def compare_navigation(args: argparse.Namespace) -> dict[str, Any]:
@@ -112,21 +115,20 @@ def navigation_markdown(results: dict[str, Any], args: argparse.Namespace) -> st
         f"Held-out tasks: {args.tasks} (seed {args.seed}, `meta_rl.evaluation` held-out stream), "
         f"{args.episodes} episodes per task and step; each method adapts with its own inner loop "
         "(MAML-TRPO: one REINFORCE step, alpha = 0.1; Reptile: k steps of its per-task optimiser, "
-        "each on fresh episodes). Mean return ± 95 % interval over tasks. `steps` = training env "
-        "steps of the checkpoint used (the last one at or below the budget).",
+        "each on fresh episodes). Mean return ± 95 % Student-t interval over tasks. `steps` = "
+        "training env steps of the checkpoint used (the last one at or below the budget).",
         "",
-        "| budget | method | steps | before adaptation | after 1 step | after k steps |",
-        "|---|---|---|---|---|---|",
     ]
+    header = ["budget", "method", "steps", "before adaptation", "after 1 step", "after k steps"]
+    rows = []
     for i, budget in enumerate([0.0, *args.budgets]):
         for name, data in results["methods"].items():
             row = data["rows"][i]
             r = np.asarray(row["returns"])
+            steps = f"{row['env_steps'] / 1e6:.2f} M"
             last = f"{_ci(r[:, -1])} (k={r.shape[1] - 1})"
-            lines.append(
-                f"| {budget / 1e6:.2f} M | {name} | {row['env_steps'] / 1e6:.2f} M | "
-                f"{_ci(r[:, 0])} | {_ci(r[:, 1])} | {last} |"
-            )
+            rows.append([f"{budget / 1e6:.2f} M", name, steps, _ci(r[:, 0]), _ci(r[:, 1]), last])
+    lines.append(format_table(header, rows, markdown=True))
     return "\n".join(lines) + "\n"
 
 
@@ -159,23 +161,23 @@ def halfcheetah_markdown(results: dict[str, Any], args: argparse.Namespace) -> s
         "",
         f"{args.tasks // 2} tasks per direction (identical tasks; they differ in resets and "
         f"action noise), {args.episodes} episodes per task and step. Return (reward = direction "
-        "x forward velocity - control cost) after 0..k Reptile inner steps, mean ± 95 % interval.",
+        "x forward velocity - control cost) after 0..k Reptile inner steps, mean ± 95 % "
+        "Student-t interval.",
         "",
     ]
     for row in results["rows"]:
         k = len(row["forward"][0]) - 1
-        header = " | ".join(f"after {s} step{'s' if s != 1 else ''}" for s in range(k + 1))
+        header = ["direction", *(f"after {s} step{'s' if s != 1 else ''}" for s in range(k + 1))]
+        cells = [
+            [direction, *(_ci(np.asarray(row[direction])[:, s]) for s in range(k + 1))]
+            for direction in ("forward", "backward")
+        ]
         lines += [
             f"Checkpoint at {row['env_steps'] / 1e6:.2f} M training env steps:",
             "",
-            f"| direction | {header} |",
-            "|---|" + "---|" * (k + 1),
+            format_table(header, cells, markdown=True),
+            "",
         ]
-        for direction in ("forward", "backward"):
-            r = np.asarray(row[direction])
-            cells = " | ".join(_ci(r[:, s]) for s in range(k + 1))
-            lines.append(f"| {direction} | {cells} |")
-        lines.append("")
     return "\n".join(lines)
 
 
@@ -190,20 +192,29 @@ def main() -> None:
     parser.add_argument("--set-maml", nargs="*", default=[])
     parser.add_argument("--set-reptile", nargs="*", default=[])
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="rewrite <out>.md from the per-task returns in <out>.json; no training or evaluation",
+    )
     args = parser.parse_args()
-    args.command = "python experiments/compare_reptile_maml.py " + " ".join(a for a in sys.argv[1:])
+    given = [a for a in sys.argv[1:] if a != "--render-only"]
+    args.command = "python experiments/compare_reptile_maml.py " + " ".join(given)
     args.runs = args.runs / args.benchmark
-    torch.set_num_threads(1)
     out = args.out or ROOT / "results" / f"reptile_{args.benchmark}"
     out.parent.mkdir(parents=True, exist_ok=True)
-    if args.benchmark == "navigation2d":
-        results = compare_navigation(args)
-        text = navigation_markdown(results, args)
+    json_path, md_path = (out.parent / (out.name + ext) for ext in (".json", ".md"))
+    render = navigation_markdown if args.benchmark == "navigation2d" else halfcheetah_markdown
+    if args.render_only:
+        results = json.loads(json_path.read_text())
     else:
-        results = split_halfcheetah_dir(args)
-        text = halfcheetah_markdown(results, args)
-    out.parent.joinpath(out.name + ".json").write_text(json.dumps(results) + "\n")
-    out.parent.joinpath(out.name + ".md").write_text(text)
+        # one torch thread: on a shared 2-core machine two threads spin against other jobs
+        configure_learner(1)
+        compare = compare_navigation if args.benchmark == "navigation2d" else split_halfcheetah_dir
+        results = compare(args)
+        json_path.write_text(json.dumps(results) + "\n")
+    text = render(results, args)
+    md_path.write_text(text)
     print(text)
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from meta_rl.config import BASELINES
+from meta_rl.tables import format_table
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "experiments" / "configs"
@@ -227,12 +228,11 @@ def train_or_reuse(config: Any, run_dir: Path) -> dict[str, Any]:
 
 
 def run_benchmark(args: argparse.Namespace) -> Path:
-    import torch
-
     from meta_rl.config import ALGORITHMS, load_config
     from meta_rl.evaluation import EvalSettings, evaluate_run
+    from meta_rl.perf import configure_learner
 
-    torch.set_num_threads(args.threads)
+    configure_learner(args.threads)  # what `meta-rl train` does: threads and tuned malloc
     benchmark = BENCHMARKS[args.benchmark]
     if args.budget not in benchmark.budgets:
         known = ", ".join(sorted(benchmark.budgets))
@@ -362,8 +362,7 @@ def write_report(
                 _fmt_seconds(curve.wall_s),
             ]
             rows.append(cells)
-    table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    table += ["| " + " | ".join(r) + " |" for r in rows]
+    table = format_table(header, rows, markdown=True)
     command = f"python experiments/reproduce.py --benchmark {benchmark.name}"
     if args.budget != "small":
         command += f" --budget {args.budget}"
@@ -378,7 +377,7 @@ def write_report(
         f"{budget.eval_tasks} tasks, {budget.eval_episodes} episodes per task and step. "
         "Paper values (Finn et al. 2017, figs. 4-5) are read off its plots: approximate.",
         "",
-        *table,
+        table,
         "",
         f"![adaptation curves]({png.name})",
         "",

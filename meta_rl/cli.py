@@ -31,6 +31,7 @@ from meta_rl.config import (
 )
 
 if TYPE_CHECKING:
+    from meta_rl.callbacks import Callback, TrainingState
     from meta_rl.runs import RunPlan
 
 EXIT_FAILURE = 1
@@ -328,6 +329,8 @@ def _train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 0
+    # the command owns its process: torch threads (train.num_threads), tuned malloc
+    importlib.import_module("meta_rl.perf").configure_learner(config.train.num_threads)
     trainer = importlib.import_module("meta_rl.trainer")
     from meta_rl.finite import NonFiniteError
     from meta_rl.runs import RecordError
@@ -339,7 +342,7 @@ def _train(args: argparse.Namespace) -> int:
             resume=args.resume,
             overwrite=args.overwrite,
             checkpoint=plan.checkpoint,
-            on_start=_announce,
+            callbacks=[_announcer(plan)],
         )
     except KeyboardInterrupt as exc:
         print(f"meta-rl: {_interrupted(exc)}; {_saved(run_dir)}", file=sys.stderr)
@@ -354,11 +357,18 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _announce(plan: RunPlan) -> None:
-    """Once the run directory exists (never for a run refused while it was being built)."""
-    print(f"run dir: {plan.run_dir}", file=sys.stderr)
-    if plan.state is not None:
-        print(f"resuming from iteration {plan.done} ({plan.checkpoint})", file=sys.stderr)
+def _announcer(plan: RunPlan) -> Callback:
+    """A callback that names the run directory once it exists (never for a run refused while
+    its envs were built) and, on a resume, where it continues."""
+    from meta_rl.callbacks import Callback
+
+    class Announce(Callback):
+        def on_training_start(self, state: TrainingState) -> None:
+            print(f"run dir: {plan.run_dir}", file=sys.stderr)
+            if plan.state is not None:
+                print(f"resuming from iteration {plan.done} ({plan.checkpoint})", file=sys.stderr)
+
+    return Announce()
 
 
 def _saved(run_dir: Path) -> str:

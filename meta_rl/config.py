@@ -102,11 +102,30 @@ class TrainConfig:
     """keep a numbered checkpoint every N iterations (0: only checkpoints/latest.pt)"""
     num_threads: Annotated[Int, Field(ge=1)] | None = 1
     """torch intra-op threads of the learner; None: one per core. 1 by default: threads that
-    spin-wait against other processes made iterations up to 10x slower on a busy machine"""
+    spin-wait against other processes made iterations up to 10x slower on a busy machine.
+    Applied by `meta-rl train` (`meta_rl.perf.configure_learner`); `train()` from Python
+    leaves the process alone"""
     sampler: Sampler = "vector"
     """sampler backend: vector (in-process) | process (worker per core) | torch (tensor envs)"""
     num_workers: Annotated[Int, Field(ge=1)] | None = None
     """worker processes of the process sampler; None: one per core"""
+    eval_every: Annotated[Int, Field(ge=0)] = 0
+    """held-out evaluation (as `meta-rl evaluate`) every N iterations, logged as eval/; 0: off"""
+    eval_tasks: Annotated[Int, Field(ge=2)] = 10
+    """held-out tasks of each evaluation (the same every time; two at least, for the interval)"""
+    eval_episodes: Annotated[Int, Field(ge=1)] = 10
+    """episodes per task and inner step of each evaluation"""
+    eval_steps: Annotated[Int, Field(ge=0)] = 1
+    """inner policy-gradient steps of each evaluation (eval/return_step_0 .. _step_N)"""
+    eval_patience: Annotated[Int, Field(ge=0)] = 0
+    """stop after N evaluations without a new best eval/return_step_<eval_steps>; 0: never"""
+
+    @model_validator(mode="after")
+    def _patience_counts_evaluations(self) -> TrainConfig:
+        if self.eval_patience and not self.eval_every:
+            what = "needs train.eval_every >= 1 (it counts evaluations)"
+            raise SettingError("eval_patience", what, self.eval_patience)
+        return self
 
 
 @dataclass(config=STRICT)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from meta_rl.adaptation import AdvantageEstimator, InnerBatch, adapt, detached
@@ -39,6 +39,8 @@ from meta_rl.builders import advantage_estimator
 from meta_rl.config import BASELINES, EvalSettings
 from meta_rl.functional import Params, expand_to_tasks, policy_params
 from meta_rl.samplers import Sampler, VectorSampler
+from meta_rl.stats import confidence_interval
+from meta_rl.tables import format_table
 
 EVAL_SPAWN_KEY = 0x6D657461_74657374  # b"metatest": the held-out stream's spawn key
 EVAL_DIR = "eval"
@@ -74,87 +76,6 @@ def step_sizes(alpha: float, steps: int, later_factor: float = 0.5) -> list[floa
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     return [alpha if k == 0 else alpha * later_factor for k in range(steps)]
-
-
-# ---------------------------------------------------------------------------------------------
-# statistics
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularised incomplete beta (modified Lentz)."""
-    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 500):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-15:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = (
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    )
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
-
-
-def student_t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with ``df`` degrees of freedom."""
-    tail = 0.5 * _betainc(0.5 * df, 0.5, df / (df + t * t))
-    return 1.0 - tail if t >= 0 else tail
-
-
-def student_t_quantile(p: float, df: float) -> float:
-    """Inverse CDF by bisection (numpy has no t quantile and scipy is not a dependency)."""
-    if not 0.0 < p < 1.0:
-        raise ValueError(f"p must be in (0, 1), got {p}")
-    if p < 0.5:
-        return -student_t_quantile(1.0 - p, df)
-    lo, hi = 0.0, 1.0
-    while student_t_cdf(hi, df) < p:
-        hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if student_t_cdf(mid, df) < p:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo <= 1e-13 * max(1.0, hi):
-            break
-    return 0.5 * (lo + hi)
-
-
-def confidence_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
-    """(mean, half-width) of the Student-t interval of the mean; tasks are the samples."""
-    x = np.asarray(values, dtype=np.float64)
-    if x.size == 0:
-        raise ValueError("confidence_interval of an empty sample")
-    if x.size == 1:
-        return float(x[0]), math.nan
-    sem = x.std(ddof=1) / math.sqrt(x.size)
-    return float(x.mean()), student_t_quantile(0.5 + 0.5 * level, x.size - 1) * float(sem)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,8 +205,14 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[Any, dict[str, A
     return config, state["trainer"]["policy"]
 
 
-def make_eval_sampler(config: Any, num_tasks: int, episodes: int, env_id: str | None = None):
-    """A sampler for the run's family (or ``env_id``, e.g. the oracle's) on the CPU."""
+def make_eval_sampler(
+    config: Any,
+    num_tasks: int,
+    episodes: int,
+    env_id: str | None = None,
+    device: torch.device | str = "cpu",
+) -> VectorSampler:
+    """An in-process sampler for the run's family (or ``env_id``, e.g. the oracle's)."""
     return VectorSampler(
         env_id or config.env.id,
         num_tasks,
@@ -293,6 +220,7 @@ def make_eval_sampler(config: Any, num_tasks: int, episodes: int, env_id: str | 
         seed=0,  # replaced by the held-out sampler state before every curve
         env_kwargs=config.env.kwargs,
         max_episode_steps=config.env.max_episode_steps,
+        device=device,
     )
 
 
@@ -540,18 +468,10 @@ def curves_table(curves: Sequence[AdaptationCurve]) -> str:
     steps = max((len(c.task_returns) for c in curves), default=0)
     header = ["method", *(f"step {k}" for k in range(steps))]
     rows = [[c.method, *(f"{m:.2f} ± {h:.2f}" for m, h in c.mean_ci())] for c in curves]
-    widths = [max(len(r[i]) for r in [header, *rows] if i < len(r)) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            cell.rjust(w) if i else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(r, widths, strict=False))
-        )
-        for r in [header, *rows]
-    ]
     tasks = sorted({len(c.task_returns[0]) for c in curves if c.task_returns})
     count = f"{tasks[0]} " if len(tasks) == 1 else ""
-    lines.append(
+    note = (
         f"mean return over {count}held-out tasks ± the half-width of its 95 % confidence "
         "interval (Student t over tasks)"
     )
-    return "\n".join(lines)
+    return format_table(header, rows, align="l" + "r" * steps) + "\n" + note

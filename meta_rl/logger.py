@@ -13,7 +13,9 @@ import csv
 import io
 import numbers
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -48,6 +50,7 @@ class MetricLogger:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._values: dict[str, float] = {}
+        self._declared: list[str] = []
         self._start = time.monotonic()
         self._time_offset = 0.0
         self._last_iteration = -1
@@ -99,6 +102,19 @@ class MetricLogger:
             raise TypeError(f"metric {key!r}: expected a real number, got {type(value).__name__}")
         self._values[key] = float(value)
 
+    @property
+    def pending(self) -> Mapping[str, float]:
+        """The scalars recorded since the last dump (read-only)."""
+        return MappingProxyType(self._values)
+
+    def declare(self, keys: Iterable[str]) -> None:
+        """Give keys that are recorded only on some iterations CSV columns from the first row.
+
+        Without it a key first recorded after the first dump goes to TensorBoard only (the CSV
+        header is written once). Call before the first dump; on resume the header is kept.
+        """
+        self._declared += [k for k in keys if k not in self._declared]
+
     def elapsed(self) -> float:
         """Wall-clock seconds of training so far, across resumes."""
         return self._time_offset + time.monotonic() - self._start
@@ -114,9 +130,8 @@ class MetricLogger:
         self._steps_writer.flush()
 
         if self._columns is None:
-            extra = sorted(
-                {csv_column(k) for k in self._values} - set(map(csv_column, REQUIRED_METRICS))
-            )
+            recorded = {csv_column(k) for k in (*self._values, *self._declared)}
+            extra = sorted(recorded - set(map(csv_column, REQUIRED_METRICS)))
             self._columns = [*BASE_COLUMNS, *map(csv_column, REQUIRED_METRICS), *extra]
         row: dict[str, Any] = {"iteration": iteration, "env_steps": env_steps, "time_s": time_s}
         for key, value in self._values.items():

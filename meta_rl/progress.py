@@ -54,6 +54,13 @@ class Progress:
             line = f"{label}{self.done:,}/{self.total:,} {self.unit}{extra} ({elapsed:.0f} s)"
             print(line, file=self._stream, flush=True)
 
+    def write(self, line: str) -> None:
+        """A message between updates (above the bar on a terminal)."""
+        if self._bar is not None:
+            self._bar.write(line, file=self._stream)
+        else:
+            print(line, file=self._stream, flush=True)
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()

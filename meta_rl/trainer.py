@@ -1,9 +1,9 @@
-"""Meta-training loop: sample tasks, adapt, meta-update; log, checkpoint, resume."""
+"""Meta-training loop: sample tasks, adapt, meta-update; callbacks, log, checkpoint, resume."""
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +12,12 @@ import torch
 from meta_rl import signals
 from meta_rl.algorithms.base import IterationReport
 from meta_rl.builders import build_meta_learner, build_policy, build_sampler, resolve_device
+from meta_rl.callbacks import Callback, TrainingState, as_callback, config_callbacks
 from meta_rl.checkpoint import CheckpointManager
 from meta_rl.config import Config, ConfigError, config_to_dict, default_run_dir
 from meta_rl.envs import TaskEnv
 from meta_rl.finite import NonFiniteError, check_metrics, check_parameters
 from meta_rl.logger import MetricLogger
-from meta_rl.perf import configure_learner
 from meta_rl.progress import Progress
 from meta_rl.runs import RecordError, RunPlan, plan_run
 
@@ -75,9 +75,9 @@ def train(
     run_dir: Path | None = None,
     resume: Path | None = None,
     *,
+    callbacks: Sequence[Callback | Callable[[TrainingState], bool | None]] = (),
     overwrite: bool = False,
     checkpoint: Path | None = None,
-    on_start: Callable[[RunPlan], None] | None = None,
 ) -> Path:
     """Meta-train as configured; returns the run directory (config, CSV, TensorBoard, checkpoints).
 
@@ -85,11 +85,17 @@ def train(
     latest checkpoint (or ``checkpoint``) up to it: 2 + 2 iterations give bitwise the same
     result as 4 on CPU, and a run that already has them is left untouched. A new run refuses
     a directory that holds another run unless ``overwrite``, which empties it first. Every
-    check, and building the envs and the policy, happens before anything is written;
-    ``on_start(plan)`` runs once the run directory exists (the CLI announces it there).
+    check, and building the envs and the policy, happens before anything is written.
+    ``callbacks`` run after every iteration, after the config's own (``train.eval_every``);
+    any of them returning False ends the run (``meta_rl.callbacks``).
+
+    Process-wide settings (torch's thread count, glibc malloc) are left as they are: the
+    ``meta-rl train`` command applies them, a script opts in with
+    ``meta_rl.perf.configure_learner(config.train.num_threads)`` before calling this.
     """
     run_dir = Path(resume or run_dir or default_run_dir(config))
     device = resolve_device(config.train.device)
+    callback_list = [*config_callbacks(config), *map(as_callback, callbacks)]
     plan = plan_run(
         config,
         run_dir,
@@ -100,32 +106,32 @@ def train(
     )
     if plan.nothing_to_do:
         return run_dir
-    # learner: all cores (sampler workers use one thread each); glibc keeps large blocks
-    configure_learner(config.train.num_threads)
     trainer = MetaTrainer(config, device)
     try:
         if not isinstance(trainer.sampler.unwrapped, TaskEnv):
             raise ConfigError(f"env.id: '{config.env.id}' did not build a meta_rl.envs.TaskEnv")
         plan.create(config)
-        if on_start is not None:
-            on_start(plan)
-        _loop(config, plan, trainer)
+        _loop(config, plan, trainer, callback_list)
     finally:
         trainer.close()
     return run_dir
 
 
-def _loop(config: Config, plan: RunPlan, trainer: MetaTrainer) -> None:
+def _loop(config: Config, plan: RunPlan, trainer: MetaTrainer, callbacks: list[Callback]) -> None:
     state = plan.state
     start_iteration, env_steps = 0, 0
     if state is not None:
         trainer.load_state_dict(state["trainer"])
         start_iteration, env_steps = state["iteration"] + 1, state["env_steps"]
+        _load_callback_states(callbacks, state.get("callbacks", {}))
     logger = MetricLogger(plan.run_dir, config_to_dict(config), state["logger"] if state else None)
     checkpoints = CheckpointManager(plan.run_dir, config.train.checkpoint_every)
+    run = TrainingState(trainer, logger, plan.run_dir, start_iteration - 1, env_steps)
     total = config.train.iterations
     progress = Progress(total, initial=start_iteration, unit="it", desc="train")
     try:
+        for callback in callbacks:
+            callback.on_training_start(run)
         for iteration in range(start_iteration, total):
             try:
                 result = trainer.iteration(logger)
@@ -137,16 +143,25 @@ def _loop(config: Config, plan: RunPlan, trainer: MetaTrainer) -> None:
             except NonFiniteError as exc:
                 raise exc.at(iteration) from None
             env_steps += result.env_steps
+            run.iteration, run.env_steps, run.report = iteration, env_steps, result
+            # every callback runs (and records its metrics) before the row is written
+            stop = [cb for cb in callbacks if cb.on_iteration_end(run) is False]
             with signals.deferred():  # an iteration is recorded completely or not at all
-                _record(logger, checkpoints, iteration, env_steps, trainer, config)
+                _record(logger, checkpoints, iteration, env_steps, trainer, config, callbacks)
             progress.update(
                 1,
                 pre=f"{result.returns[0]:.2f}",
                 post=f"{result.returns[-1]:.2f}",
                 steps_per_s=f"{result.env_steps / max(result.sampling_s, 1e-9):.0f}",
             )
+            if stop:
+                names = ", ".join(type(cb).__name__ for cb in stop)
+                progress.write(f"training stopped after iteration {iteration} by {names}")
+                break
     finally:
         progress.close()
+        for callback in callbacks:
+            callback.on_training_end(run)
         logger.close()
 
 
@@ -157,6 +172,7 @@ def _record(
     env_steps: int,
     trainer: MetaTrainer,
     config: Config,
+    callbacks: Sequence[Callback],
 ) -> None:
     """CSV row and TensorBoard, the numbered checkpoint, then latest.pt (the commit point);
     a failed write takes back the CSV row (and the checkpoint manager its numbered copy)."""
@@ -167,12 +183,24 @@ def _record(
             "env_steps": env_steps,
             "trainer": trainer.state_dict(),
             "logger": logger.state_dict(),
+            "callbacks": _callback_states(callbacks),
             "config": config_to_dict(config),
         }
         checkpoints.save(iteration, state)
     except OSError as exc:
         logger.rollback()
         raise RecordError(iteration, exc) from exc
+
+
+def _callback_states(callbacks: Sequence[Callback]) -> dict[str, dict[str, Any]]:
+    """Keyed by position and class name, so a resume with other callbacks skips what differs."""
+    return {f"{i}:{type(cb).__name__}": cb.state_dict() for i, cb in enumerate(callbacks)}
+
+
+def _load_callback_states(callbacks: Sequence[Callback], states: dict[str, Any]) -> None:
+    for key, callback in zip(_callback_states(callbacks), callbacks, strict=True):
+        if key in states:
+            callback.load_state_dict(states[key])
 
 
 def summary(run_dir: Path) -> str:

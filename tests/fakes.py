@@ -16,11 +16,20 @@ from meta_rl.episodes import Episodes
 
 
 class TinyGaussian(nn.Module):
-    """A small smooth (tanh) Gaussian policy, so finite differences are accurate in float64."""
+    """A small smooth (tanh) Gaussian policy, so finite differences are accurate in float64.
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 5, log_std: float = -0.3):
+    ``nn.Linear``'s default initialisation draws from the global torch RNG; it runs inside
+    ``fork_rng`` seeded with ``seed``, so the weights are fixed and the caller's RNG untouched.
+    """
+
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden: int = 5, log_std: float = -0.3, seed: int = 0
+    ):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(obs_dim, hidden), nn.Tanh(), nn.Linear(hidden, act_dim))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            layers = nn.Linear(obs_dim, hidden), nn.Tanh(), nn.Linear(hidden, act_dim)
+        self.net = nn.Sequential(*layers)
         self.log_std = nn.Parameter(torch.full((act_dim,), log_std))
 
     def forward(self, obs: torch.Tensor) -> Independent:

@@ -71,6 +71,7 @@ def test_oracle_env_appends_the_task_after_retasking(env_id, task, tail):
     base_obs, _ = base.reset(seed=0)
     np.testing.assert_allclose(obs[:base_dim], base_obs.astype(np.float32))
     np.testing.assert_allclose(obs[base_dim:], np.asarray(tail, dtype=np.float32))
+    oracle.action_space.seed(0)
     obs, *_ = oracle.step(oracle.action_space.sample())
     np.testing.assert_allclose(obs[base_dim:], np.asarray(tail, dtype=np.float32))
 
@@ -147,8 +148,8 @@ def test_cached_baseline_reloads_for_the_same_spec_and_retrains_otherwise(tmp_pa
         actor.named_parameters(), reloaded.named_parameters(), strict=True
     ):
         assert name == name2 and torch.equal(a, b)
-    obs = torch.randn(5, 2)
-    action = torch.randn(5, 2)
+    gen = torch.Generator().manual_seed(0)
+    obs, action = torch.randn(2, 5, 2, generator=gen)
     torch.testing.assert_close(actor(obs).log_prob(action), reloaded(obs).log_prob(action))
     _, info3 = load_or_train_ppo_baseline(tiny_spec(oracle=False, seed=1), path)
     assert info3 != info  # another spec: trained again (its own wall-clock)

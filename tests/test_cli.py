@@ -9,6 +9,7 @@ from pathlib import Path
 import gymnasium
 import pytest
 
+import meta_rl.perf
 from meta_rl.checkpoint import save_checkpoint
 from meta_rl.cli import main
 from meta_rl.config import Config, config_to_dict, load_config, save_config
@@ -30,16 +31,27 @@ def dummy_env():
     del gymnasium.envs.registry[DUMMY_ID]
 
 
+@pytest.fixture(autouse=True)
+def process_settings(monkeypatch):
+    """Stands in for meta_rl.perf.configure_learner (the test process keeps its threads)."""
+    calls: list[int | None] = []
+    monkeypatch.setattr(meta_rl.perf, "configure_learner", calls.append)
+    return calls
+
+
 @pytest.fixture
-def fake_train(monkeypatch):
+def fake_train(monkeypatch, process_settings):
     """Stands in for meta_rl.trainer: records each call and returns the run dir."""
     calls: list[dict] = []
 
     def train(
         config: Config, run_dir: Path | None = None, resume: Path | None = None, **kw
     ) -> Path:
-        calls.append({"config": config, "run_dir": run_dir, "resume": resume, **kw})
-        kw["on_start"](types.SimpleNamespace(run_dir=run_dir, state=None))
+        configured = list(process_settings)
+        calls.append({"config": config, "run_dir": run_dir, "resume": resume, "perf": configured})
+        calls[-1].update(kw)
+        for callback in kw["callbacks"]:
+            callback.on_training_start(None)
         return Path(run_dir)
 
     monkeypatch.setitem(
@@ -85,6 +97,15 @@ def test_train_applies_set_then_flags_and_passes_run_dir(fake_train, config_file
     out, err = capsys.readouterr()
     assert out.splitlines()[0] == str(tmp_path / "run")  # the fake summary: str(run_dir)
     assert err == f"run dir: {tmp_path / 'run'}\n"
+
+
+def test_train_command_configures_the_process_before_training(fake_train, config_file):
+    """`meta-rl train` owns its process: threads and malloc are set before train() runs."""
+    assert main(["train", str(config_file), "--run-dir", "run"]) == 0
+    assert (
+        main(["train", str(config_file), "--run-dir", "run", "--set", "train.num_threads=3"]) == 0
+    )
+    assert [call["perf"] for call in fake_train] == [[1], [1, 3]]  # one thread by default
 
 
 def test_train_default_run_dir_is_env_algo_seed_time(

@@ -172,6 +172,7 @@ def test_ant_goal_reward_is_minus_l1_distance_plus_4_and_observes_position():
     env = make("AntGoal-v0")
     goal = [2.5, -1.0]
     env.reset(seed=0, options={"task": {"goal": goal}})
+    env.action_space.seed(0)
     obs, *_ = env.step(env.action_space.sample())
     assert obs.shape == (107,)
     np.testing.assert_allclose(obs[:2], env.unwrapped.data.qpos[:2])

@@ -1,4 +1,4 @@
-"""Meta-test evaluation: held-out seeds, step-size schedule, CI arithmetic, outputs, CLI."""
+"""Meta-test evaluation: held-out seeds, step-size schedule, curves and their CIs, outputs, CLI."""
 
 from __future__ import annotations
 
@@ -22,13 +22,11 @@ from meta_rl.evaluation import (
     AdaptationCurve,
     EvalSettings,
     adaptation_curve,
-    confidence_interval,
     evaluate_run,
     held_out_generators,
     held_out_tasks,
     load_results,
     step_sizes,
-    student_t_quantile,
 )
 from meta_rl.functional import expand_to_tasks, policy_params
 from meta_rl.samplers import VectorSampler
@@ -109,37 +107,6 @@ def test_step_size_schedule(alpha, steps, factor, expected):
 def test_negative_steps_rejected():
     with pytest.raises(ValueError):
         step_sizes(0.1, -1)
-
-
-# -------------------------------------------------------------------------------- statistics
-
-
-@pytest.mark.parametrize("p", [0.6, 0.9, 0.975, 0.995])
-def test_t_quantile_closed_forms(p):
-    # df = 1 (Cauchy) and df = 2 have closed-form quantiles
-    assert student_t_quantile(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)), rel=1e-9)
-    closed_df2 = (2 * p - 1) / math.sqrt(2 * p * (1 - p))
-    assert student_t_quantile(p, 2) == pytest.approx(closed_df2, rel=1e-9)
-    assert student_t_quantile(1 - p, 2) == pytest.approx(-closed_df2, rel=1e-9)
-
-
-def test_t_quantile_table_values():
-    # standard two-sided 95 % table values, and the normal limit
-    assert student_t_quantile(0.975, 4) == pytest.approx(2.7764451052, rel=1e-9)
-    assert student_t_quantile(0.975, 39) == pytest.approx(2.022691, rel=1e-6)
-    assert student_t_quantile(0.975, 1e7) == pytest.approx(1.9599640, rel=1e-6)
-
-
-def test_confidence_interval_on_a_known_sample():
-    # mean 3, sample std sqrt(2.5), sem sqrt(2.5 / 5) = sqrt(0.5), t(0.975, 4) = 2.7764451052
-    mean, half = confidence_interval([1.0, 2.0, 3.0, 4.0, 5.0])
-    assert mean == 3.0
-    assert half == pytest.approx(2.7764451052 * math.sqrt(0.5), rel=1e-9)
-    _, half90 = confidence_interval([1.0, 2.0, 3.0, 4.0, 5.0], level=0.9)
-    assert half90 == pytest.approx(2.1318467863 * math.sqrt(0.5), rel=1e-9)
-    assert confidence_interval([7.0, 7.0, 7.0]) == (7.0, 0.0)
-    single = confidence_interval([4.0])
-    assert single[0] == 4.0 and math.isnan(single[1])
 
 
 # ---------------------------------------------------------------------------------- curves

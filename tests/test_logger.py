@@ -196,3 +196,20 @@ def test_record_rejects_non_scalars(tmp_path, clock, bad):
         pytest.raises(TypeError),
     ):
         log.record("x/y", bad)
+
+
+def test_declared_keys_get_columns_from_the_first_row_and_pending_is_read_only(tmp_path):
+    with MetricLogger(tmp_path, CONFIG) as logger:
+        logger.declare(["eval/return_step_0"])
+        logger.record("return/pre_adapt", 1.0)
+        assert dict(logger.pending) == {"return/pre_adapt": 1.0}
+        with pytest.raises(TypeError):
+            logger.pending["x"] = 2.0  # type: ignore[index]
+        logger.dump(0, 10)
+        assert dict(logger.pending) == {}
+        logger.record("eval/return_step_0", -3.5)
+        logger.record("late/key", 1.0)  # neither recorded nor declared before the header
+        logger.dump(1, 20)
+    columns, rows = read_csv(tmp_path)
+    assert "eval_return_step_0" in columns and "late_key" not in columns
+    assert [r["eval_return_step_0"] for r in rows] == ["", "-3.5"]

@@ -29,8 +29,7 @@ def make_episodes(gen: torch.Generator) -> Episodes:
 @pytest.fixture
 def problem():
     gen = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    policy = TinyGaussian(OBS, ACT).double()
+    policy = TinyGaussian(OBS, ACT, seed=0).double()
     inner = [InnerBatch(make_episodes(gen), torch.randn(T, N, E, generator=gen).double())]
     valid = make_episodes(gen)
     advantages = torch.randn(T, N, E, generator=gen, dtype=torch.float64)

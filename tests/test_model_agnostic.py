@@ -99,14 +99,17 @@ def test_maml_trpo_runs_unchanged_within_its_trust_region(kind):
     policy, sampler = build(kind)
     settings = MAMLTRPOSettings(inner_lr=0.1, max_kl=0.01, cg_iters=3, ls_max_steps=5)
     learner = MAMLTRPOLearner(policy, sampler, AdvantageEstimator(), settings)
+    accepted = 0
     for _ in range(2):
         theta = {k: v.detach().clone() for k, v in policy_params(policy).items()}
         report = learner.iteration(sampler.sample_tasks())
         moved = any(not torch.equal(v, theta[k]) for k, v in policy_params(policy).items())
         assert moved == bool(report.metrics["trpo/accepted"])
         if moved:  # an accepted step: inside the KL bound and better on the surrogate
+            accepted += 1
             assert 0.0 < report.metrics["trpo/kl"] <= settings.max_kl
             assert report.metrics["meta/surrogate_after"] < report.metrics["meta/surrogate_before"]
+    assert accepted >= 1, "no step was accepted: the trust-region checks above never ran"
 
 
 # --- the meta-gradient through a recurrent policy, against finite differences ---------------

@@ -61,7 +61,9 @@ def test_actor_distribution_is_sb3_policys_distribution(env_id):
     with torch.no_grad():
         ours = actor(obs.view(2, 3, -1))  # any batch shape
         theirs = actor.sb3_policy.get_distribution(torch.as_tensor(raw)).distribution
-        actions = ours.sample()
+        with torch.random.fork_rng(devices=[]):  # distributions draw from the global RNG
+            torch.manual_seed(0)
+            actions = ours.sample()
         torch.testing.assert_close(
             ours.log_prob(actions).reshape(6), _sb3_log_prob(theirs, actions)
         )

@@ -100,3 +100,19 @@ def test_cuda_without_a_gpu_is_a_config_error_before_anything_is_written(tmp_pat
     with pytest.raises(ConfigError, match=r"train\.device: 'cuda' requested"):
         train(config, run_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_train_from_python_leaves_the_process_settings_alone(tmp_path, monkeypatch):
+    """No torch thread count or malloc tuning as a side effect (the CLI opts in, not train())."""
+    from meta_rl import perf
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("train() must not configure the process")
+
+    monkeypatch.setattr(perf, "configure_learner", refuse)
+    monkeypatch.setattr(perf, "tune_malloc", refuse)
+    before = torch.get_num_threads()
+    overrides = ["train.meta_batch_size=2", "train.episodes_per_task=2", "train.iterations=1"]
+    config = load_config(CI_CONFIG, [*overrides, f"train.num_threads={before + 1}"])
+    train(config, run_dir=tmp_path / "run")
+    assert torch.get_num_threads() == before

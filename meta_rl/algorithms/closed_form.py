@@ -5,9 +5,8 @@ Jacobian of the adapted policies' distribution parameters w.r.t. the initial par
 through every inner policy-gradient step. Autograd gets them by differentiating the graph of
 a backward pass: right for any policy, but it allocates a fresh full-size temporary for
 nearly every step of the chain rule, and some of its matrix products come out in layouts MKL
-runs 7x slower than the transposed ones. Measured on Navigation2D (64x64 tanh, 20 tasks x
-40k steps): ~1,200 operator calls and 85 ms per Fisher product through autograd, ~600 and
-55 ms here, of which ~37 ms are the 16 large matrix products per chunk the math needs.
+runs much slower than the transposed ones (``benchmarks/RESULTS.md`` has the operator counts
+and times per Fisher product of both paths).
 
 For the policy of the MAML paper and its ports, a diagonal Gaussian whose mean is an MLP and
 whose log-std is state-independent (``meta_rl.agents.policies.GaussianMLPPolicy``), this module
@@ -148,8 +147,8 @@ def _add_backprop(out: Tensor, g: Tensor, weight: Tensor) -> Tensor:
 def _outer(g: Tensor, h: Tensor) -> Tensor:
     """Per-task ``sum_r g_r h_r^T`` -> ``[N, out, in]``.
 
-    The narrow side goes first: MKL multiplies ``[64, R] x [R, 2]`` 7x slower than
-    ``[2, R] x [R, 64]`` on this CPU.
+    The narrow side goes first: MKL multiplies ``[64, R] x [R, 2]`` much slower than
+    ``[2, R] x [R, 64]`` (``benchmarks/RESULTS.md``).
     """
     if g.shape[-1] <= h.shape[-1]:
         return torch.bmm(g.transpose(1, 2), h)
@@ -373,8 +372,8 @@ def task_distribution(
     policy: GaussianMLPPolicy, params: Params, obs: Tensor, task_dim: int
 ) -> Distribution:
     """``meta_rl.functional.task_distribution`` for a plain Gaussian MLP, as batched matrix
-    products. vmap over ``functional_call`` costs ~0.3 ms of Python per call, more than a
-    sampling step's forward itself (per-task Navigation2D batch: 70 -> 42 ms)."""
+    products: vmap over ``functional_call`` costs more Python per call than a sampling step's
+    forward itself (``benchmarks/RESULTS.md``)."""
     point = _point_of(policy, params)
     per_task = obs.movedim(task_dim, 0)
     rows = per_task.reshape(per_task.shape[0], -1, per_task.shape[-1])

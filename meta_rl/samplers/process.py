@@ -3,8 +3,8 @@
 Each worker owns the sub-envs of a contiguous shard of tasks and runs the policy itself, on the
 parameters it is sent once per ``sample`` call; episodes come back through one shared-memory
 buffer, so nothing crosses a process boundary per step (Gymnasium's ``AsyncVectorEnv`` pipes
-every step and is ~3x slower than one process on 2 cores). Workers start once, survive across
-iterations and use one torch thread each.
+every step, and was slower than one process on 2 cores: ``benchmarks/RESULTS.md``). Workers
+start once, survive across iterations and use one torch thread each.
 
 Same seeds, same episodes as ``VectorSampler``: the parent draws the reset seeds and the torch
 seed exactly as it does, and each worker samples actions from a distribution padded to the

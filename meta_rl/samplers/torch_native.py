@@ -166,7 +166,7 @@ class TorchSampler(Sampler):
     ) -> Episodes:
         """One episode per (task, episode) slot; ``params`` holds one parameter set per task.
 
-        The steps run in inference mode (~10 % less per-op overhead than ``no_grad``); the
+        The steps run in inference mode (less per-op overhead than ``no_grad``); the
         episodes are stacked outside it, so they are ordinary tensors that losses can use.
         """
         reset_seeds, torch_seed = self.phase_seeds(tasks)  # drawn as VectorSampler does
@@ -189,13 +189,13 @@ class TorchSampler(Sampler):
                 log_probs.append(dist.log_prob(action).reshape(batch))
                 action = action.reshape(batch, *action.shape[2:])
                 obs, reward, term = env.step(action, env_generator)
-                valid = active.float()
-                obs = obs * valid.unsqueeze(1)  # zero after the final next-observation
+                in_episode = active.float()
+                obs = obs * in_episode.unsqueeze(1)  # zero after the final next-observation
                 observations.append(obs)
                 actions.append(action)
-                rewards.append(reward * valid)
+                rewards.append(reward * in_episode)
                 terminated.append(term & active)
-                mask.append(valid)
+                mask.append(in_episode)
                 active = active & ~term
 
         def stack(items: list[Tensor]) -> Tensor:

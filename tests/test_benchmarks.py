@@ -1,0 +1,45 @@
+"""The benchmarks' own logic: `meta-rl bench` forwarding, summary arithmetic, usage errors.
+
+Only what can be checked without timing anything (speed is measured by the benchmarks, never
+in tests).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def test_meta_rl_bench_forwards_to_the_benchmarks(capsys):
+    from meta_rl.cli import main
+
+    assert main(["bench", "iteration", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m benchmarks iteration")  # the benchmarks' parser
+    assert "--variants" in out
+    assert main(["bench", "nonsense"]) == 2
+
+
+def test_learning_benchmark_late_summary_arithmetic():
+    from benchmarks.__main__ import late_summary
+
+    def curve(*posts: float) -> list[tuple[float, float]]:
+        return [(0.0, post) for post in posts]  # (pre, post) per iteration; pre is unused
+
+    curves = {
+        "exact": {1: curve(-50, -20, -10), 2: curve(-50, -30, -20)},
+        "fast": {1: curve(-50, -25, -15), 2: curve(-50, -25, -25)},
+    }
+    exact, fast = late_summary(curves, window=2)
+    assert exact["mean"] == pytest.approx(-20.0)  # seeds: -15 and -25
+    assert exact["seed_std"] == pytest.approx(50**0.5)
+    assert fast["mean"] == pytest.approx(-22.5) and fast["diff"] == pytest.approx(-2.5)
+    assert fast["per_seed"] == "-20.0 -25.0"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without GPU")
+def test_bench_iteration_on_cuda_without_a_gpu_is_a_one_line_error():
+    from benchmarks.__main__ import main
+
+    with pytest.raises(SystemExit, match="--devices cuda, but torch sees no CUDA device"):
+        main(["iteration", "--devices", "cuda"])
