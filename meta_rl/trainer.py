@@ -140,12 +140,13 @@ def _loop(config: Config, plan: RunPlan, trainer: MetaTrainer, callbacks: list[C
                     | result.metrics
                 )
                 check_parameters(trainer.policy)  # what the update proposed, before it is saved
-            except NonFiniteError as exc:
+                run.iteration, run.report = iteration, result
+                run.env_steps = env_steps + result.env_steps
+                # every callback runs (and records its metrics) before the row is written
+                stop = [cb for cb in callbacks if cb.on_iteration_end(run) is False]
+            except NonFiniteError as exc:  # from the sampler, the checks or a callback
                 raise exc.at(iteration) from None
-            env_steps += result.env_steps
-            run.iteration, run.env_steps, run.report = iteration, env_steps, result
-            # every callback runs (and records its metrics) before the row is written
-            stop = [cb for cb in callbacks if cb.on_iteration_end(run) is False]
+            env_steps = run.env_steps
             with signals.deferred():  # an iteration is recorded completely or not at all
                 _record(logger, checkpoints, iteration, env_steps, trainer, config, callbacks)
             progress.update(
