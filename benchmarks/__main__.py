@@ -18,12 +18,10 @@ from pathlib import Path
 COMMANDS = ["ceiling", "sampler", "iteration", "learning"]  # modules of this package
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks", description=__doc__.split("\n")[0]
-    )
+def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="JSON directory")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"benchmarks.{name}").register(sub)
     args = parser.parse_args(argv)

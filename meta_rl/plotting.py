@@ -33,7 +33,9 @@ def plot_curves(
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=100)
+    # Legend beside the axes, never over the curves: the figure widens with the longest label.
+    longest = max((len(label) for label, _ in curves), default=0)
+    fig, ax = plt.subplots(figsize=(6.0 + min(longest, 60) * 0.07, 4.0), dpi=100)
     try:
         max_steps = 0
         for label, curve in curves:
@@ -57,7 +59,7 @@ def plot_curves(
         if title:
             ax.set_title(title)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
         fig.tight_layout()
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ def test_meta_rl_bench_forwards_to_the_benchmarks(capsys):
 
     assert main(["bench", "iteration", "--help"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: python -m benchmarks iteration")  # the benchmarks' parser
+    assert out.startswith("usage: meta-rl bench iteration")  # the benchmarks' parser, named
     assert "--variants" in out
     assert main(["bench", "nonsense"]) == 2
 

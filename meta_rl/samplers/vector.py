@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from meta_rl.episodes import Episodes
+from meta_rl.finite import check_episodes
 from meta_rl.functional import Params
 from meta_rl.samplers.base import Sampler, arrays_to_episodes, rollout
 
@@ -43,7 +44,8 @@ class VectorSampler(Sampler):
             device=self.device,
             task_forward=self.task_forward,
         )
-        return arrays_to_episodes(arrays, self.num_tasks, self.episodes_per_task, self.device)
+        episodes = arrays_to_episodes(arrays, self.num_tasks, self.episodes_per_task, self.device)
+        return check_episodes(episodes, tasks)
 
     def close(self) -> None:
         super().close()
