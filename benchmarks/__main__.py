@@ -1,4 +1,4 @@
-"""``python -m benchmarks {ceiling,sampler,iteration,learning}``: tables on stdout, JSON on disk.
+"""Speed benchmarks (`meta-rl bench` or `python -m benchmarks`): tables on stdout, JSON on disk.
 
 Every table compares against a baseline measured in the same run (a ratio), because absolute
 seconds on a shared 2-core box move with the neighbours' load; the load average is recorded
@@ -19,7 +19,9 @@ COMMANDS = ["ceiling", "sampler", "iteration", "learning"]  # modules of this pa
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog=prog, description="speed benchmarks: tables on stdout, JSON on disk"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="JSON directory")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
