@@ -156,12 +156,13 @@ def _vec_env(spec: PPOBaselineSpec, seed_seq: np.random.SeedSequence):
     return DummyVecEnv([factory(child) for child in seed_seq.spawn(spec.n_envs)])
 
 
-def train_ppo_baseline(spec: PPOBaselineSpec):
+def train_ppo_baseline(spec: PPOBaselineSpec, callback: Any = None):
     """SB3 PPO on the family with a random task per episode (oracle: task in the observation).
 
     Seeding in one place: ``SeedSequence(seed)`` spawns the task generators of the sub-envs
     and the env-reset / global-RNG seed SB3 needs (its action sampling and minibatch shuffles
-    use the global torch / numpy RNGs, restored afterwards).
+    use the global torch / numpy RNGs, restored afterwards). ``callback`` is handed to SB3's
+    ``learn`` (e.g. to show progress); it must not draw random numbers.
     """
     from stable_baselines3 import PPO
 
@@ -183,27 +184,36 @@ def train_ppo_baseline(spec: PPOBaselineSpec):
             verbose=0,
             **spec.ppo_kwargs,
         )
-        model.learn(total_timesteps=spec.total_timesteps)
+        model.learn(total_timesteps=spec.total_timesteps, callback=callback)
     env.close()
     return model
 
 
-def load_or_train_ppo_baseline(spec: PPOBaselineSpec, path: str | Path):
+def is_cached(spec: PPOBaselineSpec, path: str | Path) -> bool:
+    """Whether ``path`` holds a baseline trained for exactly ``spec``."""
+    path = Path(path)
+    meta_path = path.with_suffix(".json")
+    if not (path.is_file() and meta_path.is_file()):
+        return False
+    return json.loads(meta_path.read_text(encoding="utf-8")).get("spec") == spec.to_json()
+
+
+def load_or_train_ppo_baseline(spec: PPOBaselineSpec, path: str | Path, callback: Any = None):
     """(``SB3Actor``, info) for ``spec``: loaded from ``path`` if it was trained for the same
-    spec, else trained and saved there (``path`` zip + ``path``.json with spec and cost)."""
+    spec, else trained (``callback`` goes to SB3's ``learn``) and saved there as soon as it is
+    done (``path`` zip + ``path``.json with spec and cost). ``info["cached"]`` says which."""
     from stable_baselines3 import PPO
 
     from meta_rl.agents.sb3 import SB3Actor
 
     path = Path(path)
     meta_path = path.with_suffix(".json")
-    if path.is_file() and meta_path.is_file():
+    if is_cached(spec, path):
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("spec") == spec.to_json():
-            model = PPO.load(path, device="cpu")
-            return SB3Actor(model.policy), meta["info"]
+        model = PPO.load(path, device="cpu")
+        return SB3Actor(model.policy), {**meta["info"], "cached": True}
     start = time.perf_counter()
-    model = train_ppo_baseline(spec)
+    model = train_ppo_baseline(spec, callback)
     info = {
         "train_env_steps": int(model.num_timesteps),
         "train_wall_s": time.perf_counter() - start,
@@ -213,4 +223,4 @@ def load_or_train_ppo_baseline(spec: PPOBaselineSpec, path: str | Path):
     meta_path.write_text(
         json.dumps({"spec": spec.to_json(), "info": info}, indent=1), encoding="utf-8"
     )
-    return SB3Actor(model.policy), info
+    return SB3Actor(model.policy), {**info, "cached": False}

@@ -68,6 +68,20 @@ def throughput(
     return sum(r[0] for r in results) / max(r[1] for r in results)
 
 
+def _time_calls(owner: Any, name: str, totals: dict[str, float], key: str) -> None:
+    """Wrap ``owner.name`` so that its wall time adds up in ``totals[key]``."""
+    original = getattr(owner, name)
+
+    def wrapper(*a: Any, **k: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return original(*a, **k)
+        finally:
+            totals[key] = totals.get(key, 0.0) + time.perf_counter() - t
+
+    setattr(owner, name, wrapper)
+
+
 def sampling_split(env_id: str, tasks: int, episodes: int, repeats: int) -> dict[str, float]:
     """Where one in-process ``MuJoCoSampler.sample`` spends its time (port network, seconds),
     with the physics on one thread so that the parts add up to the wall time.
@@ -78,7 +92,7 @@ def sampling_split(env_id: str, tasks: int, episodes: int, repeats: int) -> dict
     """
     import torch
 
-    from benchmarks.__main__ import NETS, _timed
+    from benchmarks.common import NETS
     from meta_rl.agents.policies import make_policy
     from meta_rl.functional import expand_to_tasks, policy_params
     from meta_rl.samplers import MuJoCoSampler
@@ -89,10 +103,8 @@ def sampling_split(env_id: str, tasks: int, episodes: int, repeats: int) -> dict
     params = expand_to_tasks({k: v.detach() for k, v in policy_params(policy).items()}, tasks)
     task_list = sampler.sample_tasks()
     totals: dict[str, float] = {}
-    none = lambda: None  # noqa: E731
-    _timed(sampler.envs, "_physics", totals, "physics", none)
-    _timed(sampler.envs, "step", totals, "step", none)
-    _timed(sampler.envs, "reset", totals, "reset", none)
+    for name, key in (("_physics", "physics"), ("step", "step"), ("reset", "reset")):
+        _time_calls(sampler.envs, name, totals, key)
     sampler.sample(policy, params, task_list)  # warm-up
     best: dict[str, float] = {}
     for _ in range(repeats):
@@ -114,7 +126,7 @@ def sampling_split(env_id: str, tasks: int, episodes: int, repeats: int) -> dict
 
 
 def cmd_mujoco(args: argparse.Namespace) -> None:
-    from benchmarks.__main__ import load, table, write
+    from benchmarks.common import load, table, write
     from meta_rl.perf import cpu_count
 
     cores = cpu_count()
@@ -152,7 +164,7 @@ def cmd_mujoco(args: argparse.Namespace) -> None:
     write(args.out, "mujoco_steps", payload)
 
 
-def add_parser(sub: Any) -> None:
+def register(sub: Any) -> None:
     p = sub.add_parser("mujoco", help="env steps/s: batched MuJoCo backend vs Gymnasium")
     p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
     p.add_argument("--envs", type=int, default=800, help="sub-envs in all (split over processes)")

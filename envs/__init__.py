@@ -2,9 +2,15 @@
 
 Importing this package registers every family under the `MetaRL/` namespace, so
 `gymnasium.make("meta_rl.envs:MetaRL/Navigation2D-v0")` works without importing `envs` first.
+It also loads the `meta_rl.families` entry points of installed packages (as Gymnasium loads
+its `gymnasium.envs` plugins), so a user's package can register its own families: an entry
+point names a module (importing it registers) or a function to call.
 """
 
 from __future__ import annotations
+
+import warnings
+from importlib.metadata import entry_points
 
 from gymnasium.envs.registration import register
 
@@ -48,3 +54,25 @@ for _name, _entry_point, _horizon, _kwargs in _FAMILIES:
         max_episode_steps=_horizon,
         kwargs=_kwargs,
     )
+
+
+PLUGIN_GROUP = "meta_rl.families"
+
+
+def _load_plugins() -> None:
+    """Run every installed `meta_rl.families` entry point; a broken one warns, never breaks us."""
+    for plugin in entry_points(group=PLUGIN_GROUP):
+        try:
+            loaded = plugin.load()
+            if callable(loaded) and not isinstance(loaded, type):
+                loaded()
+        except Exception as exc:
+            warnings.warn(
+                f"{PLUGIN_GROUP} plugin {plugin.name!r} ({plugin.value}) failed: "
+                f"{type(exc).__name__}: {exc}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+
+_load_plugins()

@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from meta_rl.envs.base import TaskEnv
 from meta_rl.tables import format_table  # standard library only: no torch, no learner
 
 NAMESPACE = "MetaRL"
 
 
 def family_ids() -> list[str]:
-    """Every id registered under `MetaRL/` (importing `envs` registered ours), in order."""
-    return [env_id for env_id, spec in gym.registry.items() if spec.namespace == NAMESPACE]
+    """Every registered task family, in registration order: ours (`MetaRL/`), and any other id
+    whose entry point is a `TaskEnv` subclass already imported (a module the user imported, a
+    `meta_rl.families` plugin); Gymnasium's own envs are never imported to find out."""
+    return [
+        env_id
+        for env_id, spec in gym.registry.items()
+        if spec.namespace == NAMESPACE or _loaded_task_env(spec.entry_point)
+    ]
+
+
+def _loaded_task_env(entry_point: Any) -> bool:
+    if isinstance(entry_point, str):
+        module, _, name = entry_point.partition(":")
+        entry_point = getattr(sys.modules.get(module), name, None)
+    return isinstance(entry_point, type) and issubclass(entry_point, TaskEnv)
 
 
 def describe_space(space: spaces.Space) -> str:
@@ -33,7 +50,12 @@ def family_table() -> str:
     header = ("id", "task distribution", "horizon", "observation", "action")
     rows = [header]
     for env_id in family_ids():
-        env = gym.make(env_id)
+        try:
+            env = gym.make(env_id)
+        except Exception as exc:  # a user's broken family: say so in its row, list the rest
+            why = " ".join(f"{type(exc).__name__}: {exc}".split())
+            rows.append((env_id, f"cannot build: {why}", "", "", ""))
+            continue
         rows.append(
             (
                 env_id,

@@ -6,10 +6,12 @@ name and says what broke, so a failing CI log is enough to fix the family.
 
 from __future__ import annotations
 
+import inspect
 import json
 import pickle
+import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -25,12 +27,16 @@ class TaskEnvError(AssertionError):
     """A task family breaks the task-env contract."""
 
 
-def check_task_env(env_id_or_env: str | gym.Env, *, seed: int = 0) -> None:
+def check_task_env(
+    env_id_or_env: str | gym.Env, *, seed: int = 0, allow_warnings: Sequence[str] = ()
+) -> None:
     """Checks a task family against the contract the samplers and meta-learners rely on.
 
     Args:
         env_id_or_env: a registered id (made with `gymnasium.make`) or an env instance.
         seed: seeds every generator used, so a failure reproduces.
+        allow_warnings: regular expressions (`re.search`) of Gymnasium `check_env` warnings
+            that are expected for this family (any other warning fails the check).
 
     Raises:
         TaskEnvError: naming the family and the broken property.
@@ -39,7 +45,7 @@ def check_task_env(env_id_or_env: str | gym.Env, *, seed: int = 0) -> None:
     base = env.unwrapped
     original_task = base.task if isinstance(base, TaskEnv) else None
     try:
-        _check(env, seed)
+        _check(env, seed, tuple(allow_warnings))
     finally:
         if original_task is not None:
             base.task = original_task
@@ -56,7 +62,11 @@ _BENIGN_WARNINGS = (
 )
 
 
-def _check(env: gym.Env, seed: int) -> None:
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Gymnasium colours its warnings for terminals
+ROLLOUT_STEPS = 50
+
+
+def _check(env: gym.Env, seed: int, allowed: tuple[str, ...]) -> None:
     base = env.unwrapped
     name = env.spec.id if env.spec is not None else type(base).__name__
 
@@ -71,6 +81,8 @@ def _check(env: gym.Env, seed: int) -> None:
         and "\n" not in base.task_description,
         "task_description must be a non-empty one-line string",
     )
+    # Before check_env, whose determinism check would report NaN != NaN as non-determinism.
+    _rollout(env, base.task, seed, ROLLOUT_STEPS, ensure)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -78,12 +90,15 @@ def _check(env: gym.Env, seed: int) -> None:
     except Exception as error:
         raise TaskEnvError(f"{name}: gymnasium check_env failed: {error!r}") from error
     problems = [
-        str(w.message)
-        for w in caught
-        if issubclass(w.category, UserWarning)
-        and not any(benign in str(w.message) for benign in _BENIGN_WARNINGS)
+        message
+        for message in (_ANSI.sub("", str(w.message)) for w in caught if _is_user(w.category))
+        if not any(benign in message for benign in _BENIGN_WARNINGS)
+        and not any(re.search(pattern, message) for pattern in allowed)
     ]
-    ensure(not problems, f"gymnasium check_env warned: {problems}")
+    ensure(
+        not problems,
+        f"gymnasium check_env warned: {problems} (expected? pass allow_warnings=[PATTERN])",
+    )
 
     tasks = _check_sampling(base, seed, ensure)
     _check_json_and_roundtrip(base, tasks, ensure)
@@ -92,11 +107,15 @@ def _check(env: gym.Env, seed: int) -> None:
     second = next(t for t in tasks if _canonical(t) != _canonical(first))
     _check_reset_option(env, second, seed, ensure)
     _check_reward_depends_on_task(env, first, second, seed, ensure)
-    _check_pickle(base, second, ensure)
+    _check_pickle(base, second, seed, ensure)
     _check_vector_env(base, [first, second, first], seed, ensure)
 
 
 Ensure = Callable[[bool, str], None]
+
+
+def _is_user(category: type[Warning]) -> bool:
+    return issubclass(category, UserWarning)
 
 
 def _canonical(task: Any) -> str:
@@ -160,54 +179,127 @@ def _check_json_and_roundtrip(base: TaskEnv, tasks: list[dict], ensure: Ensure) 
 
 
 def _check_reset_option(env: gym.Env, task: dict, seed: int, ensure: Ensure) -> None:
+    before = env.unwrapped.task
     env.reset(seed=seed, options={"task": task})
+    got = env.unwrapped.task
+    if _canonical(got) == _canonical(before) != _canonical(task):
+        ensure(
+            False,
+            'reset(options={"task": t}) did not set the task: does your reset() call '
+            "super().reset(seed=seed, options=options)?",
+        )
     ensure(
-        _canonical(env.unwrapped.task) == _canonical(task),
-        'reset(options={"task": t}) did not set the task',
+        _canonical(got) == _canonical(task),
+        f'reset(options={{"task": t}}) set the task, then reset changed it to {got}: '
+        f"{_REDRAW_HINT}",
     )
     env.reset(seed=seed)
+    got = env.unwrapped.task
     ensure(
-        _canonical(env.unwrapped.task) == _canonical(task),
-        "reset() without a task option changed the task",
+        _canonical(got) == _canonical(task),
+        f"reset() without a task option changed the task from {task} to {got}: {_REDRAW_HINT}",
     )
 
 
-def _rollout_rewards(env: gym.Env, task: dict, seed: int, steps: int) -> list[float]:
-    """Rewards of `steps` steps of seeded random actions, re-resetting at episode ends."""
+_REDRAW_HINT = (
+    "does reset_model (or reset) draw a new task? Only the samplers change tasks, through the "
+    "task property or reset(options=...)"
+)
+
+
+def _rollout(env: gym.Env, task: dict, seed: int, steps: int, ensure: Ensure) -> list[float]:
+    """Rewards of `steps` seeded random actions, re-resetting at episode ends; every
+    observation and reward must be finite."""
     env.action_space.seed(seed)
-    env.reset(seed=seed, options={"task": task})
+    observation, _ = env.reset(seed=seed, options={"task": task})
+    _ensure_finite(observation, "observation", "reset", task, ensure)
     rewards = []
-    for episode in range(1, steps + 1):
-        _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+    for step in range(1, steps + 1):
+        observation, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+        _ensure_finite(observation, "observation", f"step {step}", task, ensure)
+        _ensure_finite(reward, "reward", f"step {step}", task, ensure)
         rewards.append(float(reward))
         if terminated or truncated:
-            env.reset(seed=seed + episode)
+            observation, _ = env.reset(seed=seed + step)
+            _ensure_finite(observation, "observation", "reset", task, ensure)
     return rewards
+
+
+def _ensure_finite(value: Any, what: str, when: str, task: dict, ensure: Ensure) -> None:
+    array = np.asarray(value, dtype=np.float64) if _numeric(value) else np.zeros(1)
+    ensure(
+        bool(np.isfinite(array).all()),
+        f"non-finite {what} at {when} of a seeded random rollout on task {task}: {value}",
+    )
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, int | float | np.ndarray | np.generic)
 
 
 def _check_reward_depends_on_task(
     env: gym.Env, first: dict, second: dict, seed: int, ensure: Ensure
 ) -> None:
-    rewards_first = _rollout_rewards(env, first, seed, 50)
-    rewards_second = _rollout_rewards(env, second, seed, 50)
+    rewards_first = _rollout(env, first, seed, ROLLOUT_STEPS, ensure)
+    rewards_second = _rollout(env, second, seed, ROLLOUT_STEPS, ensure)
     ensure(
         not np.allclose(rewards_first, rewards_second),
-        "the reward ignores the task: two different tasks gave the same rewards over 50 steps "
-        "with the same seed and actions",
+        f"the reward ignores the task: two different tasks gave the same rewards over "
+        f"{ROLLOUT_STEPS} steps with the same seed and actions",
     )
 
 
-def _check_pickle(base: TaskEnv, task: dict, ensure: Ensure) -> None:
+def _check_pickle(base: TaskEnv, task: dict, seed: int, ensure: Ensure) -> None:
     base.task = task
     try:
         clone = pickle.loads(pickle.dumps(base))
     except Exception as error:
-        ensure(False, f"does not pickle ({error!r}); call EzPickle.__init__ with the kwargs")
-    ensure(
-        _canonical(clone.task) == _canonical(task),
-        f"unpickled env has task {clone.task}, expected {task}",
+        ensure(False, f"does not pickle ({error!r}); {_ezpickle_advice(base)}")
+    try:
+        ensure(
+            _canonical(clone.task) == _canonical(task),
+            f"unpickled env has task {clone.task}, expected {task}",
+        )
+        ensure(
+            np.allclose(
+                _rollout(base, task, seed, ROLLOUT_STEPS, ensure),
+                _rollout(clone, task, seed, ROLLOUT_STEPS, ensure),
+            ),
+            "an unpickled copy gives other rewards than the original for the same task, seed "
+            f"and actions: {_ezpickle_advice(base)}",
+        )
+    finally:
+        clone.close()
+
+
+def _ezpickle_advice(base: TaskEnv) -> str:
+    """What is wrong with the arguments EzPickle recorded (a pickle rebuilds the env from them)."""
+    cls = type(base)
+    args = getattr(base, "_ezpickle_args", None)
+    kwargs = getattr(base, "_ezpickle_kwargs", None)
+    own = f"EzPickle.__init__(self, ...) with {cls.__name__}'s own arguments"
+    if args is None or kwargs is None:
+        return f"call {own} in __init__"
+    if _binds(cls, args, kwargs):
+        return f"call {own}, every one that changes the env"
+    owner = next((c for c in cls.__mro__[1:] if _binds(c, args, kwargs)), None)
+    if owner is None:
+        return f"EzPickle recorded arguments {cls.__name__}() does not take; call {own}"
+    return (
+        f"EzPickle holds {owner.__name__}'s arguments, not {cls.__name__}'s: "
+        f"{owner.__name__}.__init__ calls EzPickle.__init__ itself, so call {own} after it"
     )
-    clone.close()
+
+
+def _binds(cls: type, args: tuple, kwargs: dict) -> bool:
+    init = cls.__dict__.get("__init__")
+    if init is None:
+        return False
+    try:
+        inspect.signature(init).bind(None, *args, **kwargs)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _check_vector_env(base: TaskEnv, wanted: list[dict], seed: int, ensure: Ensure) -> None:

@@ -1,15 +1,22 @@
-"""Inner-loop adaptation: one policy-gradient step per task, returning new parameter tensors."""
+"""Inner-loop adaptation: one policy-gradient step per task, returning new parameter tensors.
+
+The inner objective is an ``InnerLoss``: a per-task loss from the log-probabilities of a
+batch's actions. MAML's is ``REINFORCE``; an estimator whose loss is linear in the
+log-probabilities says so (``linear_in_log_probs``), which is what the closed-form derivatives
+of ``meta_rl.algorithms.closed_form`` need.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from meta_rl.agents.baseline import LinearFeatureBaseline, explained_variance
 from meta_rl.agents.pg import discounted_returns, gae, normalize_advantages, reinforce_loss
-from meta_rl.episodes import Episodes
+from meta_rl.episodes import Episodes, InnerBatch
 from meta_rl.functional import Params, task_log_probs
 
 
@@ -40,21 +47,39 @@ class AdvantageEstimator:
         return advantages.detach(), ev
 
 
+class InnerLoss(Protocol):
+    """Per-task inner loss ``[N]`` (to minimise) from the log-probs ``[T, N, E]`` of the batch's
+    actions under each task's parameters."""
+
+    # True when the loss is sum_t w_t * log_prob_t with weights that do not depend on the
+    # log-probs: the closed-form inner-step derivatives are exact only then
+    linear_in_log_probs: ClassVar[bool]
+
+    def __call__(self, log_probs: Tensor, batch: InnerBatch) -> Tensor: ...
+
+
 @dataclass(frozen=True)
-class InnerBatch:
-    """Episodes of one inner step with their (fixed) advantages."""
+class ReinforceLoss:
+    """MAML's inner loss: per-task masked mean of ``-log_prob * advantage``."""
 
-    episodes: Episodes
-    advantages: Tensor
+    linear_in_log_probs: ClassVar[bool] = True
+
+    def __call__(self, log_probs: Tensor, batch: InnerBatch) -> Tensor:
+        return reinforce_loss(log_probs, batch.advantages, batch.episodes.mask)
 
 
-def inner_loss(policy: nn.Module, params: Params, batch: InnerBatch) -> Tensor:
-    """Per-task REINFORCE loss ``[N]`` of per-task ``params`` on the batch."""
+REINFORCE = ReinforceLoss()
+
+
+def inner_loss(
+    policy: nn.Module, params: Params, batch: InnerBatch, loss: InnerLoss = REINFORCE
+) -> Tensor:
+    """Per-task inner loss ``[N]`` (REINFORCE by default) of per-task ``params`` on the batch."""
     episodes = batch.episodes
     log_probs = task_log_probs(
         policy, params, episodes.observations[:-1], episodes.actions, task_dim=1
     )
-    return reinforce_loss(log_probs, batch.advantages, episodes.mask)
+    return loss(log_probs, batch)
 
 
 def adapt(
@@ -65,6 +90,7 @@ def adapt(
     *,
     first_order: bool = False,
     create_graph: bool = True,
+    loss: InnerLoss = REINFORCE,
 ) -> Params:
     """One inner step ``theta_i' = theta_i - lr * grad L_i(theta_i)`` for every task at once.
 
@@ -74,7 +100,7 @@ def adapt(
     ``create_graph`` (and not ``first_order``) the result stays differentiable w.r.t. ``params``
     through the gradient itself: the second-order MAML meta-gradient. Never mutates the module.
     """
-    losses = inner_loss(policy, params, batch)
+    losses = inner_loss(policy, params, batch, loss)
     keep_graph = create_graph and not first_order
     grads = torch.autograd.grad(losses.sum(), list(params.values()), create_graph=keep_graph)
     return {
@@ -91,11 +117,18 @@ def adapt_steps(
     *,
     first_order: bool = False,
     create_graph: bool = True,
+    loss: InnerLoss = REINFORCE,
 ) -> Params:
     """Chain one ``adapt`` per inner batch (batch k was sampled with the step-k parameters)."""
     for batch in batches:
         params = adapt(
-            policy, params, batch, lr, first_order=first_order, create_graph=create_graph
+            policy,
+            params,
+            batch,
+            lr,
+            first_order=first_order,
+            create_graph=create_graph,
+            loss=loss,
         )
     return params
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from meta_rl.adaptation import AdvantageEstimator
 from meta_rl.agents.policies import flat_dim, make_policy
+from meta_rl.algorithms import closed_form
 from meta_rl.algorithms.base import MetaLearner
 from meta_rl.algorithms.maml_trpo import MAMLTRPOLearner
 from meta_rl.algorithms.settings import MAMLTRPOSettings, ReptileSettings
@@ -132,6 +133,7 @@ def build_sampler(config: Config, device: torch.device) -> Sampler:
         "env_kwargs": config.env.kwargs,
         "max_episode_steps": config.env.max_episode_steps,
         "device": device,
+        "task_forward": closed_form.task_forward,  # the plain Gaussian MLP's batched forward
     }
     if tr.sampler == "process":
         from meta_rl.samplers.process import ProcessSampler

@@ -1,17 +1,23 @@
-"""`meta-rl` command line: train, envs, evaluate, plot.
+"""`meta-rl` command line: train, envs, evaluate, plot, bench.
 
 Heavy modules (torch, the trainer, the MuJoCo envs) are imported inside the subcommands, so a
-bad config is reported in a fraction of a second. Exit codes: 0 ok, 2 usage or config error,
-130 interrupted.
+bad config is reported in a fraction of a second. Every error is one line on stderr. Exit
+codes: 0 ok, 1 a failure while running (an unreadable checkpoint, a failed write, a non-finite
+value), 2 usage, config or run-directory error, 130 interrupted (SIGINT), 143 terminated
+(SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import shutil
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -24,8 +30,18 @@ from meta_rl.config import (
     validation_message,
 )
 
+if TYPE_CHECKING:
+    from meta_rl.callbacks import Callback, TrainingState
+    from meta_rl.runs import RunPlan
+
+EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as SIGINT raises KeyboardInterrupt: same cleanup."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,13 +59,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. --set algo.inner_lr=0.05 (repeatable)",
     )
     train.add_argument(
-        "--iterations", type=int, metavar="N", help="same as --set train.iterations=N"
+        "--iterations",
+        type=int,
+        metavar="N",
+        help="same as --set train.iterations=N: the run's total (a resume continues up to N)",
     )
     train.add_argument("--seed", type=int, metavar="N", help="same as --set train.seed=N")
     train.add_argument("--device", help="same as --set train.device=D (cpu, cuda, cuda:N, auto)")
     train.add_argument("--run-dir", type=Path, help="output directory (default: runs/<name>)")
     train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in a --run-dir that holds a run: delete everything in it first",
+    )
+    train.add_argument(
         "--resume", type=Path, metavar="RUN_DIR", help="continue RUN_DIR with its config.yaml"
+    )
+    train.add_argument(
+        "--from-checkpoint",
+        type=Path,
+        metavar="FILE",
+        help="with --resume: resume from this checkpoint (e.g. iter_000040.pt) not latest.pt",
     )
     train.set_defaults(handler=_train)
 
@@ -58,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--rollouts", type=int, metavar="N", help="also print the mean random-policy return"
     )
     envs.add_argument("--seed", type=int, default=0, help="seed of the random rollouts")
+    envs.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (it registers your own families; repeatable)",
+    )
     envs.set_defaults(handler=_envs)
 
     evaluate = sub.add_parser(
@@ -115,11 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
         "dirs", nargs="+", type=Path, metavar="DIR", help="run dir, eval dir or adaptation.json"
     )
     plot.add_argument("--out", type=Path, required=True, help="PNG file to write")
-    plot.add_argument("--title", default="", help="plot title")
+    plot.add_argument(
+        "--label",
+        dest="labels",
+        action="append",
+        default=[],
+        help="legend name of each DIR in order (default: its run name; repeatable)",
+    )
+    plot.add_argument("--title", help="plot title (default: the family and the task count)")
     plot.set_defaults(handler=_plot)
 
     bench = sub.add_parser(
-        "bench", help="speed benchmarks (same as python -m benchmarks ...)", add_help=False
+        "bench", help="speed benchmarks (needs a source checkout)", add_help=False
     )
     bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="ceiling|sampler|iteration ...")
     bench.set_defaults(handler=_bench)
@@ -138,13 +183,63 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) and usage errors (2) return instead of exiting
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        return args.handler(args)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        with _sigterm_as_interrupt():
+            return args.handler(args)
+    except KeyboardInterrupt as exc:
+        print(f"meta-rl: {_interrupted(exc)}", file=sys.stderr)
+        return _interrupt_code(exc)
+    except Exception as exc:
+        code = _error_code(exc)
+        if code is None:  # a bug: keep its traceback
+            raise
+        print(_error_line(exc), file=sys.stderr)
+        return code
+
+
+def _error_code(exc: Exception) -> int | None:
+    """The exit code of an error reported in one line, None for anything else. The error
+    classes are looked up only in modules already imported, so a config error costs no torch."""
+    if isinstance(exc, ConfigError):
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("meta-rl: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    for module, name, code in (
+        ("meta_rl.runs", "RunDirError", EXIT_USAGE),
+        ("meta_rl.checkpoint", "CheckpointError", EXIT_FAILURE),
+    ):
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(exc, cls):
+            return code
+    return None
+
+
+def _error_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if isinstance(exc, ConfigError) else f"meta-rl: error: {text}"
+
+
+def _interrupted(exc: KeyboardInterrupt) -> str:
+    return "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+
+
+def _interrupt_code(exc: KeyboardInterrupt) -> int:
+    return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises ``Terminated`` while a command runs; the old handler comes back after."""
+
+    def raise_terminated(signum: int, frame: object) -> None:
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, raise_terminated)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -154,8 +249,14 @@ def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
             parser.error("train: --resume RUN_DIR takes the config and run dir from RUN_DIR")
         if args.resume is None and args.config is None:
             parser.error("train: give a CONFIG file, or --resume RUN_DIR")
+        if args.resume is not None and args.overwrite:
+            parser.error("train: --overwrite starts a new run; it cannot go with --resume")
+        if args.from_checkpoint is not None and args.resume is None:
+            parser.error("train: --from-checkpoint needs --resume RUN_DIR")
     elif args.command == "envs" and args.rollouts is not None and args.rollouts < 1:
         parser.error("envs: --rollouts must be >= 1")
+    elif args.command == "plot" and args.labels and len(args.labels) != len(args.dirs):
+        parser.error(f"plot: give one --label per DIR ({len(args.labels)} for {len(args.dirs)})")
     elif args.command == "evaluate":
         try:
             args.settings = EvalSettings(
@@ -177,6 +278,20 @@ def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
             parser.error(f"evaluate: {flag}:{what}")
 
 
+def _command(name: str) -> str:
+    """How to run this environment's console script ``name`` from here: the bare name when
+    the PATH finds it, else its path (``.venv/bin/meta-rl`` when .venv is not activated)."""
+    local = Path(sys.executable).parent / name
+    if not local.is_file():
+        return name
+    found = shutil.which(name)
+    if found is not None and Path(found).resolve() == local.resolve():
+        return name
+    with contextlib.suppress(ValueError):
+        return str(local.relative_to(Path.cwd()))
+    return str(local)
+
+
 def _train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     for key, value in (
@@ -188,28 +303,100 @@ def _train(args: argparse.Namespace) -> int:
             overrides.append(f"{key}={value}")
 
     if args.resume is not None:
-        config = load_config(args.resume / "config.yaml", overrides)
         run_dir = args.resume
-        from meta_rl.checkpoint import find_latest
-
-        if find_latest(run_dir) is None:
-            print(f"meta-rl: error: {run_dir}: no checkpoint to resume from", file=sys.stderr)
+        if not (run_dir / "config.yaml").is_file():
+            print(f"meta-rl: error: {run_dir}: not a run dir (no config.yaml)", file=sys.stderr)
             return EXIT_USAGE
+        config = load_config(run_dir / "config.yaml", overrides)
     else:
         config = load_config(args.config, overrides)
         run_dir = args.run_dir if args.run_dir is not None else default_run_dir(config)
 
-    train = importlib.import_module("meta_rl.trainer").train
-    # the command owns its process: all cores (or train.num_threads) for torch, tuned malloc
+    # Everything that can refuse the run does so here, before a line about it is printed.
+    device = importlib.import_module("meta_rl.builders").resolve_device(config.train.device)
+    plan = importlib.import_module("meta_rl.runs").plan_run(
+        config,
+        run_dir,
+        resume=args.resume is not None,
+        overwrite=args.overwrite,
+        checkpoint=args.from_checkpoint,
+        map_location=device,
+    )
+    if plan.nothing_to_do:
+        print(
+            f"meta-rl: {run_dir} already has {plan.done} of {plan.total} iterations: nothing to "
+            "do (--iterations N continues it up to N in total)",
+            file=sys.stderr,
+        )
+        return 0
+    # the command owns its process: torch threads (train.num_threads), tuned malloc
     importlib.import_module("meta_rl.perf").configure_learner(config.train.num_threads)
-    print(f"run dir: {run_dir}", file=sys.stderr)
-    out = train(config, run_dir=run_dir, resume=args.resume)
-    print(importlib.import_module("meta_rl.trainer").summary(out))
+    trainer = importlib.import_module("meta_rl.trainer")
+    from meta_rl.finite import NonFiniteError
+    from meta_rl.runs import RecordError
+
+    try:
+        out = trainer.train(
+            config,
+            run_dir=run_dir,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            checkpoint=plan.checkpoint,
+            callbacks=[_announcer(plan)],
+        )
+    except KeyboardInterrupt as exc:
+        print(f"meta-rl: {_interrupted(exc)}; {_saved(run_dir)}", file=sys.stderr)
+        return _interrupt_code(exc)
+    except (RecordError, NonFiniteError) as exc:  # the iteration it names was not recorded
+        print(f"meta-rl: error: {exc}; {_saved(run_dir)}", file=sys.stderr)
+        return EXIT_FAILURE
+    line = trainer.summary(out)
+    if line:
+        print(line)
+    print(f"TensorBoard logs: {out}  (open with: {_command('tensorboard')} --logdir {out})")
     return 0
+
+
+def _announcer(plan: RunPlan) -> Callback:
+    """A callback that names the run directory once it exists (never for a run refused while
+    its envs were built) and, on a resume, where it continues."""
+    from meta_rl.callbacks import Callback
+
+    class Announce(Callback):
+        def on_training_start(self, state: TrainingState) -> None:
+            print(f"run dir: {plan.run_dir}", file=sys.stderr)
+            if plan.state is not None:
+                print(f"resuming from iteration {plan.done} ({plan.checkpoint})", file=sys.stderr)
+
+    return Announce()
+
+
+def _saved(run_dir: Path) -> str:
+    """What an interrupted run kept, and how to continue it."""
+    from meta_rl.checkpoint import CheckpointError, find_latest, load_checkpoint
+
+    latest = find_latest(run_dir)
+    try:
+        done = int(load_checkpoint(latest)["iteration"]) + 1 if latest else 0
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        done = 0
+    if not done:
+        return f"no iteration was saved in {run_dir}"
+    return (
+        f"iterations 0-{done - 1} are saved in {run_dir}; continue with: "
+        f"{_command('meta-rl')} train --resume {run_dir}"
+    )
 
 
 def _envs(args: argparse.Namespace) -> int:
     catalog = importlib.import_module("meta_rl.envs.catalog")
+    for module in args.imports:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # the user's module: any error is theirs to read in one line
+            why = f"{type(exc).__name__}: {exc}"
+            print(f"meta-rl: error: --import {module}: {why}", file=sys.stderr)
+            return EXIT_USAGE
     print(catalog.family_table())
     if args.rollouts:
         ids = catalog.family_ids()
@@ -245,19 +432,39 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _plot(args: argparse.Namespace) -> int:
     evaluation = importlib.import_module("meta_rl.evaluation")
-    labelled = []
+    loaded = []
     for path in args.dirs:
         try:
-            _, curves = evaluation.load_results(path)
-        except FileNotFoundError as exc:
-            print(f"meta-rl: error: {exc}", file=sys.stderr)
+            loaded.append((path, *evaluation.load_results(path)))
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"meta-rl: error: {path}: cannot read the evaluation: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        for curve in curves:
-            label = curve.method if len(args.dirs) == 1 else f"{path}: {curve.method}"
-            labelled.append((label, curve))
+    names = args.labels or _run_names([(path, meta) for path, meta, _ in loaded])
+    labelled = [
+        (curve.method if len(loaded) == 1 else f"{name}: {curve.method}", curve)
+        for name, (_, _, curves) in zip(names, loaded, strict=True)
+        for curve in curves
+    ]
+    title = args.title
+    if title is None:
+        families = {meta.get("env_id", "?") for _, meta, _ in loaded}
+        tasks = {meta.get("num_tasks", "?") for _, meta, _ in loaded}
+        family = families.pop() if len(families) == 1 else "several families"
+        count = f"{tasks.pop()} " if len(tasks) == 1 else ""
+        title = f"{family}: adaptation on {count}held-out tasks"
     plotting = importlib.import_module("meta_rl.plotting")
-    print(plotting.plot_curves(labelled, args.out, title=args.title))
+    print(plotting.plot_curves(labelled, args.out, title=title))
     return 0
+
+
+def _run_names(loaded: list[tuple[Path, dict]]) -> list[str]:
+    """Each evaluation's run name (its run dir's last part); the path as given where two
+    runs share a name."""
+    names = [Path(meta.get("run_dir") or path).name for path, meta in loaded]
+    return [
+        name if names.count(name) == 1 else str(path)
+        for name, (path, _) in zip(names, loaded, strict=True)
+    ]
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -274,7 +481,7 @@ def _bench(args: argparse.Namespace) -> int:
         sys.path.insert(0, str(checkout))
     benchmarks = importlib.import_module("benchmarks.__main__")
     try:
-        return benchmarks.main(args.bench_args or ["--help"])
+        return benchmarks.main(args.bench_args or ["--help"], prog="meta-rl bench")
     except SystemExit as exc:  # argparse inside the benchmarks: --help or a usage error
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
 

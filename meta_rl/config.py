@@ -100,9 +100,11 @@ class TrainConfig:
     """torch device for the learner: cpu | cuda | cuda:N | auto"""
     checkpoint_every: Annotated[Int, Field(ge=0)] = 50
     """keep a numbered checkpoint every N iterations (0: only checkpoints/latest.pt)"""
-    num_threads: Annotated[Int, Field(ge=1)] | None = None
-    """torch intra-op threads of the learner; None: one per core. Applied by `meta-rl train`
-    (`meta_rl.perf.configure_learner`); `train()` from Python leaves the process alone"""
+    num_threads: Annotated[Int, Field(ge=1)] | None = 1
+    """torch intra-op threads of the learner; None: one per core. 1 by default: threads that
+    spin-wait against other processes made iterations up to 10x slower on a busy machine.
+    Applied by `meta-rl train` (`meta_rl.perf.configure_learner`); `train()` from Python
+    leaves the process alone"""
     sampler: Sampler = "vector"
     """sampler backend: vector (in-process) | process (worker per core) | torch (tensor envs) |
     mujoco (HalfCheetah/Ant families stepped batched, same episodes as vector)"""
@@ -470,7 +472,8 @@ def _check_env(env: EnvConfig) -> None:
     spec = registry.get(env_id)
     if spec is None:
         close = difflib.get_close_matches(env_id, list(registry), n=1, cutoff=0.85)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        prefix = f"{module}:" if module else ""  # the suggestion must work as written
+        hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
         raise ConfigError(f"env.id: unknown environment '{env.id}'{hint}")
     _check_env_kwargs(env, spec)
 

@@ -1,4 +1,9 @@
-"""A batch of trajectories for several tasks, stored as dense time-major tensors."""
+"""A batch of trajectories for several tasks, stored as dense time-major tensors.
+
+``Episodes`` is what a sampler returns; ``InnerBatch`` pairs one with its advantages, the data
+of one inner policy-gradient step. Both sit here, below everything that uses them (inner loop,
+closed form, meta-learners), so that none of those imports another to get them.
+"""
 
 from __future__ import annotations
 
@@ -58,3 +63,11 @@ class Episodes:
 
     def to(self, device: torch.device | str) -> Episodes:
         return Episodes(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+@dataclass(frozen=True)
+class InnerBatch:
+    """Episodes of one inner step with their (fixed, detached) advantages ``[T, N, E]``."""
+
+    episodes: Episodes
+    advantages: torch.Tensor

@@ -34,9 +34,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from meta_rl.adaptation import AdvantageEstimator, InnerBatch, adapt, detached
+from meta_rl.adaptation import AdvantageEstimator, adapt, detached
+from meta_rl.algorithms import closed_form
 from meta_rl.builders import advantage_estimator
 from meta_rl.config import BASELINES, EvalSettings
+from meta_rl.episodes import InnerBatch
 from meta_rl.functional import Params, expand_to_tasks, policy_params
 from meta_rl.samplers import Sampler, VectorSampler
 from meta_rl.stats import confidence_interval
@@ -221,6 +223,7 @@ def make_eval_sampler(
         env_kwargs=config.env.kwargs,
         max_episode_steps=config.env.max_episode_steps,
         device=device,
+        task_forward=closed_form.task_forward,  # as build_sampler: the same episodes
     )
 
 
@@ -282,6 +285,7 @@ def evaluate_run(
                     timesteps=settings.baseline_timesteps,
                     cache_dir=Path(baseline_cache) if baseline_cache else out,
                     overrides=baseline_overrides,
+                    progress=progress,
                 )
             )
     finally:
@@ -310,8 +314,13 @@ def evaluate_baseline(
     timesteps: int,
     cache_dir: Path,
     overrides: Mapping[str, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> AdaptationCurve:
-    """One baseline's curve on the same tasks, sampler stream and step sizes as the run."""
+    """One baseline's curve on the same tasks, sampler stream and step sizes as the run.
+
+    An SB3 baseline shows its training progress (a bar on a terminal, lines otherwise) and
+    is saved as soon as it is trained, so an interrupted evaluation keeps what finished."""
+    say = progress or (lambda message: None)
     from meta_rl.builders import build_policy
 
     estimator = advantage_estimator(config)
@@ -322,7 +331,12 @@ def evaluate_baseline(
         return curve
     if name not in ("pretrained", "oracle"):
         raise ValueError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
-    from meta_rl.agents.pretrained import PPOBaselineSpec, load_or_train_ppo_baseline, oracle_env_id
+    from meta_rl.agents.pretrained import (
+        PPOBaselineSpec,
+        is_cached,
+        load_or_train_ppo_baseline,
+        oracle_env_id,
+    )
 
     oracle = name == "oracle"
     spec = PPOBaselineSpec(
@@ -336,7 +350,14 @@ def evaluate_baseline(
         max_episode_steps=config.env.max_episode_steps,
     )
     spec = dataclasses.replace(spec, **dict(overrides or {}))
-    actor, info = load_or_train_ppo_baseline(spec, cache_dir / f"{name}.zip")
+    path = cache_dir / f"{name}.zip"
+    if is_cached(spec, path):
+        say(f"baseline {name}: reusing {path}, trained for the same settings before")
+    else:
+        steps = spec.total_timesteps
+        say(f"baseline {name}: SB3 PPO for {steps:,} env steps, saved to {path} when done")
+    actor, info = load_or_train_ppo_baseline(spec, path, _ppo_progress(name, spec.total_timesteps))
+    info = {k: v for k, v in info.items() if k != "cached"}
     if not oracle:
         curve = adaptation_curve(name, actor, sampler, tasks, sizes, estimator, sampler_state)
     else:
@@ -367,6 +388,28 @@ CSV_COLUMNS = (
     "ci95_high",
     "num_tasks",
 )
+
+
+def _ppo_progress(name: str, total: int) -> Any:
+    """An SB3 callback that shows PPO's env steps through ``meta_rl.progress.Progress``."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from meta_rl.progress import Progress
+
+    class PPOProgress(BaseCallback):
+        def _on_training_start(self) -> None:
+            self.bar = Progress(total, unit="env steps", desc=f"baseline {name}")
+
+        def _on_rollout_end(self) -> None:
+            self.bar.update(self.num_timesteps - self.bar.done)
+
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_training_end(self) -> None:
+            self.bar.close()
+
+    return PPOProgress()
 
 
 def write_results(out: Path, curves: Sequence[AdaptationCurve], meta: dict[str, Any]) -> None:
@@ -428,4 +471,10 @@ def curves_table(curves: Sequence[AdaptationCurve]) -> str:
     steps = max((len(c.task_returns) for c in curves), default=0)
     header = ["method", *(f"step {k}" for k in range(steps))]
     rows = [[c.method, *(f"{m:.2f} ± {h:.2f}" for m, h in c.mean_ci())] for c in curves]
-    return format_table(header, rows, align="l" + "r" * steps)
+    tasks = sorted({len(c.task_returns[0]) for c in curves if c.task_returns})
+    count = f"{tasks[0]} " if len(tasks) == 1 else ""
+    note = (
+        f"mean return over {count}held-out tasks ± the half-width of its 95 % confidence "
+        "interval (Student t over tasks)"
+    )
+    return format_table(header, rows, align="l" + "r" * steps) + "\n" + note

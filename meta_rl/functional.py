@@ -4,9 +4,10 @@ The meta-learners never look inside a policy: they evaluate it through
 ``torch.func.functional_call`` with a ``dict[str, Tensor]`` of parameters, vmapped over a
 leading task dimension. That is the "model-agnostic" claim made literal: any ``nn.Module``
 whose ``forward(obs)`` returns a ``torch.distributions.Distribution`` works unchanged.
-One exception, for speed only: the paper's policy (a plain ``GaussianMLPPolicy``) with
-per-task parameters runs as batched matrix products (``meta_rl.algorithms.closed_form``), giving
-the same distributions as the generic path without vmap's per-call overhead.
+Nothing here knows a particular policy. A faster per-task forward for one kind of policy is a
+``TaskForward`` handed to whoever runs it (a sampler, an adaptation strategy):
+``meta_rl.algorithms.closed_form.task_forward`` runs the paper's plain ``GaussianMLPPolicy`` as
+batched matrix products, with the same distributions and without vmap's per-call overhead.
 
 Recurrent policies (the protocol in ``agents/recurrent.py``) work too: the functions below that
 take whole ``obs`` read each task's first remaining dim as time and run the sequence from the
@@ -23,9 +24,10 @@ from torch.distributions import Categorical, Distribution, Independent, kl_diver
 from torch.func import functional_call, vmap
 
 from meta_rl.agents.recurrent import is_recurrent
-from meta_rl.algorithms import closed_form
 
 Params = dict[str, Tensor]
+# (policy, per-task params, obs, task_dim) -> distribution: ``task_distribution`` or a faster twin
+TaskForward = Callable[[nn.Module, Params, Tensor, int], Distribution]
 
 
 def policy_params(policy: nn.Module) -> Params:
@@ -85,8 +87,6 @@ def task_distribution(
         shared = shared_params(params)
         if shared is not None:
             return _one_call_for_all_tasks(policy, shared, obs, task_dim)
-        if closed_form.is_plain_gaussian_mlp(policy):
-            return closed_form.task_distribution(policy, params, obs, task_dim)
     rebuild: list[Callable[[list[Tensor]], Distribution]] = []
 
     def leaves(task_params: Params, task_obs: Tensor) -> tuple[Tensor, ...]:

@@ -10,6 +10,7 @@ own `purge_step`, and those steps live on different scales.
 from __future__ import annotations
 
 import csv
+import io
 import numbers
 import time
 from collections.abc import Iterable, Mapping
@@ -65,10 +66,10 @@ class MetricLogger:
             self._columns = _truncate_csv(csv_path, self._last_iteration)
         elif csv_path.exists():
             csv_path.unlink()  # a fresh run in an old directory must not mix rows
-        self._csv_file = csv_path.open("a", newline="", encoding="utf-8")
-        self._csv: csv.DictWriter | None = None
-        if self._columns is not None:
-            self._csv = csv.DictWriter(self._csv_file, fieldnames=self._columns)
+        # Unbuffered: a row is on disk when dump returns, and a failed write leaves nothing
+        # queued that a later flush could append after `rollback` removed the row.
+        self._csv_file = csv_path.open("ab", buffering=0)
+        self._row_start: int | None = None
         self._writer = SummaryWriter(str(self.run_dir), purge_step=purge_iter)
         self._steps_writer = SummaryWriter(
             str(self.run_dir / ENV_STEPS_DIR), purge_step=purge_steps
@@ -128,21 +129,46 @@ class MetricLogger:
         self._writer.flush()
         self._steps_writer.flush()
 
-        if self._csv is None:
+        if self._columns is None:
             recorded = {csv_column(k) for k in (*self._values, *self._declared)}
             extra = sorted(recorded - set(map(csv_column, REQUIRED_METRICS)))
             self._columns = [*BASE_COLUMNS, *map(csv_column, REQUIRED_METRICS), *extra]
-            self._csv = csv.DictWriter(self._csv_file, fieldnames=self._columns)
-            self._csv.writeheader()
         row: dict[str, Any] = {"iteration": iteration, "env_steps": env_steps, "time_s": time_s}
         for key, value in self._values.items():
-            if csv_column(key) in self._csv.fieldnames:  # later new keys: TensorBoard only
+            if csv_column(key) in self._columns:  # later new keys: TensorBoard only
                 row[csv_column(key)] = value
-        self._csv.writerow(row)
-        self._csv_file.flush()
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=self._columns)
+        if self._csv_file.tell() == 0:
+            writer.writeheader()
+        writer.writerow(row)
+        self._append(text.getvalue().encode("utf-8"))
 
         self._values.clear()
         self._last_iteration, self._last_env_steps = iteration, env_steps
+
+    def _append(self, data: bytes) -> None:
+        """Append ``data`` to the CSV completely, or not at all (a failed write is cut off)."""
+        start = self._csv_file.seek(0, io.SEEK_END)
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[self._csv_file.write(view) :]
+        except OSError as exc:
+            self._csv_file.truncate(start)
+            raise OSError(exc.errno, exc.strerror or str(exc), self._csv_file.name) from exc
+        except BaseException:
+            self._csv_file.truncate(start)
+            raise
+        self._row_start = start
+
+    def rollback(self) -> None:
+        """Remove the last dumped CSV row: its iteration failed to record (TensorBoard events
+        cannot be taken back; a resume purges them)."""
+        if self._row_start is not None:
+            self._csv_file.truncate(self._row_start)
+            self._csv_file.seek(0, io.SEEK_END)
+            self._row_start = None
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint stores so a resumed logger continues the same CSV, curves and clock."""

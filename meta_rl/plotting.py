@@ -8,14 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from meta_rl.evaluation import AdaptationCurve
+
+class Curve(Protocol):
+    """What a plot needs of a curve (``meta_rl.evaluation.AdaptationCurve``, which imports
+    this module: naming it here would be an import cycle)."""
+
+    def mean_ci(self) -> list[tuple[float, float]]:
+        """(mean, confidence half-width) after each of 0..K inner steps."""
+        ...
 
 
 def plot_curves(
-    curves: Sequence[tuple[str, AdaptationCurve]],
+    curves: Sequence[tuple[str, Curve]],
     out: str | Path,
     title: str = "",
 ) -> Path:
@@ -27,7 +33,9 @@ def plot_curves(
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=100)
+    # Legend beside the axes, never over the curves: the figure widens with the longest label.
+    longest = max((len(label) for label, _ in curves), default=0)
+    fig, ax = plt.subplots(figsize=(6.0 + min(longest, 60) * 0.07, 4.0), dpi=100)
     try:
         max_steps = 0
         for label, curve in curves:
@@ -51,7 +59,7 @@ def plot_curves(
         if title:
             ax.set_title(title)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
         fig.tight_layout()
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)

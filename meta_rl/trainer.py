@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import csv
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
+from meta_rl import signals
 from meta_rl.algorithms.base import IterationReport
 from meta_rl.builders import build_meta_learner, build_policy, build_sampler, resolve_device
 from meta_rl.callbacks import Callback, TrainingState, as_callback, config_callbacks
-from meta_rl.checkpoint import CheckpointManager, find_latest, load_checkpoint
-from meta_rl.config import Config, config_to_dict, default_run_dir, save_config
+from meta_rl.checkpoint import CheckpointManager
+from meta_rl.config import Config, ConfigError, config_to_dict, default_run_dir
+from meta_rl.envs import TaskEnv
+from meta_rl.finite import NonFiniteError, check_metrics, check_parameters
 from meta_rl.logger import MetricLogger
+from meta_rl.progress import Progress
+from meta_rl.runs import RecordError, RunPlan, plan_run
 
 
 class MetaTrainer:
@@ -26,7 +29,13 @@ class MetaTrainer:
         self.config = config
         # Seeding, in one place: the sampler's generator drives tasks, env resets and actions;
         # the policy initialisation has its own stream from the same seed.
-        self.sampler = build_sampler(config, device)
+        try:
+            self.sampler = build_sampler(config, device)
+        except (ValueError, TypeError) as exc:  # the family's constructor refused env.kwargs
+            raise ConfigError(
+                f"env: cannot build '{config.env.id}' with env.kwargs {config.env.kwargs}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         self.policy = build_policy(config, self.sampler, config.train.seed).to(device)
         self.meta_learner = build_meta_learner(config, self.policy, self.sampler)
 
@@ -67,11 +76,16 @@ def train(
     resume: Path | None = None,
     *,
     callbacks: Sequence[Callback | Callable[[TrainingState], bool | None]] = (),
+    overwrite: bool = False,
+    checkpoint: Path | None = None,
 ) -> Path:
     """Meta-train as configured; returns the run directory (config, CSV, TensorBoard, checkpoints).
 
-    With ``resume``, continues that run from its latest checkpoint up to
-    ``config.train.iterations``: 2 + 2 iterations give bitwise the same result as 4 on CPU.
+    ``train.iterations`` is the run's total. With ``resume``, continues that run from its
+    latest checkpoint (or ``checkpoint``) up to it: 2 + 2 iterations give bitwise the same
+    result as 4 on CPU, and a run that already has them is left untouched. A new run refuses
+    a directory that holds another run unless ``overwrite``, which empties it first. Every
+    check, and building the envs and the policy, happens before anything is written.
     ``callbacks`` run after every iteration, after the config's own (``train.eval_every``);
     any of them returning False ends the run (``meta_rl.callbacks``).
 
@@ -82,64 +96,101 @@ def train(
     run_dir = Path(resume or run_dir or default_run_dir(config))
     device = resolve_device(config.train.device)
     callback_list = [*config_callbacks(config), *map(as_callback, callbacks)]
-    state = None
-    if resume is not None:
-        latest = find_latest(run_dir)
-        if latest is None:
-            raise FileNotFoundError(f"{run_dir}: no checkpoint to resume from")
-        state = load_checkpoint(latest, map_location=device)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
-
+    plan = plan_run(
+        config,
+        run_dir,
+        resume=resume is not None,
+        overwrite=overwrite,
+        checkpoint=checkpoint,
+        map_location=device,
+    )
+    if plan.nothing_to_do:
+        return run_dir
     trainer = MetaTrainer(config, device)
+    try:
+        if not isinstance(trainer.sampler.unwrapped, TaskEnv):
+            raise ConfigError(f"env.id: '{config.env.id}' did not build a meta_rl.envs.TaskEnv")
+        plan.create(config)
+        _loop(config, plan, trainer, callback_list)
+    finally:
+        trainer.close()
+    return run_dir
+
+
+def _loop(config: Config, plan: RunPlan, trainer: MetaTrainer, callbacks: list[Callback]) -> None:
+    state = plan.state
     start_iteration, env_steps = 0, 0
     if state is not None:
         trainer.load_state_dict(state["trainer"])
         start_iteration, env_steps = state["iteration"] + 1, state["env_steps"]
-        _load_callback_states(callback_list, state.get("callbacks", {}))
-    logger = MetricLogger(run_dir, config_to_dict(config), state["logger"] if state else None)
-    checkpoints = CheckpointManager(run_dir, config.train.checkpoint_every)
-    run = TrainingState(trainer, logger, run_dir, start_iteration - 1, env_steps)
+        _load_callback_states(callbacks, state.get("callbacks", {}))
+    logger = MetricLogger(plan.run_dir, config_to_dict(config), state["logger"] if state else None)
+    checkpoints = CheckpointManager(plan.run_dir, config.train.checkpoint_every)
+    run = TrainingState(trainer, logger, plan.run_dir, start_iteration - 1, env_steps)
     total = config.train.iterations
-    bar = tqdm(range(start_iteration, total), initial=start_iteration, total=total, unit="it")
+    progress = Progress(total, initial=start_iteration, unit="it", desc="train")
     try:
-        for callback in callback_list:
+        for callback in callbacks:
             callback.on_training_start(run)
-        for iteration in bar:
-            result = trainer.iteration(logger)
-            env_steps += result.env_steps
-            run.iteration, run.env_steps, run.report = iteration, env_steps, result
-            # every callback runs (and records its metrics) before the row is written
-            stop = [cb for cb in callback_list if cb.on_iteration_end(run) is False]
-            logger.dump(iteration, env_steps)
-            checkpoints.save(
-                iteration,
-                {
-                    "iteration": iteration,
-                    "env_steps": env_steps,
-                    "trainer": trainer.state_dict(),
-                    "logger": logger.state_dict(),
-                    "callbacks": _callback_states(callback_list),
-                },
-            )
-            bar.set_postfix(
+        for iteration in range(start_iteration, total):
+            try:
+                result = trainer.iteration(logger)
+                check_metrics(
+                    {"return/pre_adapt": result.returns[0], "return/post_adapt": result.returns[-1]}
+                    | result.metrics
+                )
+                check_parameters(trainer.policy)  # what the update proposed, before it is saved
+                run.iteration, run.report = iteration, result
+                run.env_steps = env_steps + result.env_steps
+                # every callback runs (and records its metrics) before the row is written
+                stop = [cb for cb in callbacks if cb.on_iteration_end(run) is False]
+            except NonFiniteError as exc:  # from the sampler, the checks or a callback
+                raise exc.at(iteration) from None
+            env_steps = run.env_steps
+            with signals.deferred():  # an iteration is recorded completely or not at all
+                _record(logger, checkpoints, iteration, env_steps, trainer, config, callbacks)
+            progress.update(
+                1,
                 pre=f"{result.returns[0]:.2f}",
                 post=f"{result.returns[-1]:.2f}",
                 steps_per_s=f"{result.env_steps / max(result.sampling_s, 1e-9):.0f}",
             )
             if stop:
                 names = ", ".join(type(cb).__name__ for cb in stop)
-                bar.write(
-                    f"training stopped after iteration {iteration} by {names}", file=sys.stderr
-                )
+                progress.write(f"training stopped after iteration {iteration} by {names}")
                 break
     finally:
-        bar.close()
-        for callback in callback_list:
+        progress.close()
+        for callback in callbacks:
             callback.on_training_end(run)
         logger.close()
-        trainer.close()
-    return run_dir
+
+
+def _record(
+    logger: MetricLogger,
+    checkpoints: CheckpointManager,
+    iteration: int,
+    env_steps: int,
+    trainer: MetaTrainer,
+    config: Config,
+    callbacks: Sequence[Callback],
+) -> None:
+    """CSV row and TensorBoard, the numbered checkpoint, then latest.pt (the commit point);
+    a failed write takes back the CSV row (and the checkpoint manager its numbered copy)."""
+    try:
+        logger.dump(iteration, env_steps)
+        state = {
+            "iteration": iteration,
+            "env_steps": env_steps,
+            "trainer": trainer.state_dict(),
+            "logger": logger.state_dict(),
+            "callbacks": _callback_states(callbacks),
+            "config": config_to_dict(config),
+        }
+        checkpoints.save(iteration, state)
+    except OSError as exc:
+        logger.rollback()
+        raise RecordError(iteration, exc) from exc
 
 
 def _callback_states(callbacks: Sequence[Callback]) -> dict[str, dict[str, Any]]:
@@ -154,18 +205,16 @@ def _load_callback_states(callbacks: Sequence[Callback], states: dict[str, Any])
 
 
 def summary(run_dir: Path) -> str:
-    """A few lines for the terminal: where the run is, how it ended, how to watch it."""
+    """How the run ended, in one line for the terminal (empty before its first iteration)."""
     with (run_dir / "progress.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
-    lines = [f"run dir: {run_dir}"]
-    if rows:
-        first, last = rows[0], rows[-1]
-        lines.append(
-            f"iteration {last['iteration']}: return before adaptation "
-            f"{float(last['return_pre_adapt']):.2f}, after {float(last['return_post_adapt']):.2f} "
-            f"(iteration 0: {float(first['return_pre_adapt']):.2f} -> "
-            f"{float(first['return_post_adapt']):.2f}); {int(last['env_steps']):,} env steps, "
-            f"{float(last['time_s']):.0f} s"
-        )
-    lines.append(f"TensorBoard logs: {run_dir}  (open with: tensorboard --logdir {run_dir})")
-    return "\n".join(lines)
+    if not rows:
+        return ""
+    first, last = rows[0], rows[-1]
+    return (
+        f"iteration {last['iteration']}: return before adaptation "
+        f"{float(last['return_pre_adapt']):.2f}, after {float(last['return_post_adapt']):.2f} "
+        f"(iteration 0: {float(first['return_pre_adapt']):.2f} -> "
+        f"{float(first['return_post_adapt']):.2f}); {int(last['env_steps']):,} env steps, "
+        f"{float(last['time_s']):.0f} s"
+    )

@@ -1,8 +1,12 @@
-"""Small deterministic problems shared by the numeric tests (float64, seeded generators)."""
+"""Small deterministic problems shared by the numeric tests (float64, seeded generators), a
+pickle that runs code, and the real `meta-rl` command in a subprocess."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -56,4 +60,33 @@ def random_episodes(
         terminated=torch.zeros(shape, dtype=torch.bool),
         truncated=torch.zeros(shape, dtype=torch.bool),
         log_probs=torch.zeros(shape, dtype=torch.float64),
+    )
+
+
+def _mark_executed(path: str) -> str:
+    Path(path).write_text("pwned")
+    return "pwned"
+
+
+class Evil:
+    """Unpickling this runs _mark_executed: exactly what weights_only must refuse."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (_mark_executed, (str(self.marker),))
+
+
+def meta_rl(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """`meta-rl ARGS` as a user runs it: a fresh process, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "meta_rl.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
     )

@@ -11,11 +11,13 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from meta_rl.adaptation import InnerBatch, adapt
+from meta_rl.adaptation import adapt
 from meta_rl.agents.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 from meta_rl.algorithms import closed_form
+from meta_rl.algorithms.adapted import AutogradAdaptation, InnerLoop
 from meta_rl.algorithms.maml_trpo import MAMLTRPO, MAMLTRPOSettings
 from meta_rl.algorithms.trpo import flat
+from meta_rl.episodes import InnerBatch
 from meta_rl.functional import policy_params
 
 from fakes import random_episodes
@@ -50,12 +52,13 @@ def make_batches(steps: int, seed: int = 1) -> tuple[list[InnerBatch], object, t
 
 
 def both(policy, settings, inner, obs, final=None):
-    """The closed-form and the autograd adapted policies, from the same MAMLTRPO code path."""
-    fast = MAMLTRPO(policy, settings)
-    slow = MAMLTRPO(policy, MAMLTRPOSettings(**{**vars(settings), "analytic": False}))
-    assert fast._uses_analytic() and not slow._uses_analytic()
+    """The closed-form and the autograd adapted policies, from the strategies MAMLTRPO picks."""
+    fast = MAMLTRPO(policy, settings).adaptation
+    slow = MAMLTRPO(policy, MAMLTRPOSettings(**{**vars(settings), "analytic": False})).adaptation
+    assert isinstance(fast, closed_form.ClosedFormAdaptation)
+    assert isinstance(slow, AutogradAdaptation)
     theta = policy_params(policy)
-    return fast._adapted(theta, inner, obs, final), slow._adapted(theta, inner, obs, final)
+    return fast.linearize(theta, inner, obs, final), slow.linearize(theta, inner, obs, final)
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid"])
@@ -157,9 +160,10 @@ def test_supports_only_plain_gaussian_mlps_with_known_activations():
     frozen = make_policy("tanh")
     frozen.log_std.requires_grad_(False)
     assert not closed_form.supports(frozen)
-    assert not MAMLTRPO(
-        make_policy("tanh"), MAMLTRPOSettings(fvp="double_backward")
-    )._uses_analytic()
+    assert isinstance(
+        MAMLTRPO(make_policy("tanh"), MAMLTRPOSettings(fvp="double_backward")).adaptation,
+        AutogradAdaptation,
+    )
     assert not isinstance(make_policy("tanh").mean_net[-1], nn.ReLU)
 
 
@@ -197,3 +201,43 @@ def test_task_distribution_equals_vmapped_functional_call(task_dim):
         want = functional_call(policy, own, (obs.select(task_dim, task),))
         torch.testing.assert_close(got.mean.select(task_dim, task), want.mean)
         torch.testing.assert_close(got.stddev.select(task_dim, task), want.stddev)
+
+
+class _ExpLoss:
+    """A DiCE-like inner loss, not linear in the log-probs: the closed form would be wrong."""
+
+    linear_in_log_probs = False
+
+    def __call__(self, log_probs, batch):
+        mask = batch.episodes.mask
+        return -(torch.exp(log_probs) * batch.advantages * mask).sum((0, 2)) / mask.sum((0, 2))
+
+
+def test_closed_form_refuses_an_inner_loss_that_is_not_linear_in_the_log_probs():
+    policy = make_policy("tanh")
+    with pytest.raises(ValueError, match=r"linear in the log-probs.*_ExpLoss"):
+        closed_form.ClosedFormAdaptation(InnerLoop(policy, 0.3, loss=_ExpLoss()))
+    with pytest.raises(ValueError, match="plain GaussianMLPPolicy"):
+        closed_form.ClosedFormAdaptation(InnerLoop(CategoricalMLPPolicy(OBS, 3), 0.3))
+
+
+def test_maml_falls_back_to_autograd_for_such_a_loss_and_differentiates_it():
+    """The fallback is real: the autograd strategy adapts with the loss it was given."""
+    policy = make_policy("tanh")
+    inner, _, _ = make_batches(1)
+    with pytest.warns(UserWarning, match="_ExpLoss is not linear in the log-probs"):
+        maml = MAMLTRPO(policy, MAMLTRPOSettings(inner_lr=0.3), inner_loss=_ExpLoss())
+    assert isinstance(maml.adaptation, AutogradAdaptation)
+    params = {k: v.unsqueeze(0).expand(N, *v.shape) for k, v in policy_params(policy).items()}
+    got = maml.inner_step(params, inner[0])
+    # reference: the gradient of the exp loss task by task, by plain autograd
+    for task in range(N):
+        own = {k: v.detach().clone().requires_grad_(True) for k, v in policy_params(policy).items()}
+        episodes = inner[0].episodes
+        dist = functional_call(policy, own, (episodes.observations[:-1, task],))
+        log_probs = dist.log_prob(episodes.actions[:, task])
+        mask = episodes.mask[:, task]
+        loss = -(torch.exp(log_probs) * inner[0].advantages[:, task] * mask).sum() / mask.sum()
+        grads = torch.autograd.grad(loss, list(own.values()))
+        for (name, value), grad in zip(own.items(), grads, strict=True):
+            torch.testing.assert_close(got[name][task], value - 0.3 * grad)

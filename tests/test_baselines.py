@@ -141,9 +141,9 @@ def test_ppo_baselines_see_the_right_observations_and_leave_global_rngs_alone():
 def test_cached_baseline_reloads_for_the_same_spec_and_retrains_otherwise(tmp_path):
     path = tmp_path / "pretrained.zip"
     actor, info = load_or_train_ppo_baseline(tiny_spec(oracle=False), path)
-    assert info["train_env_steps"] == 32 and path.is_file()
+    assert info["train_env_steps"] == 32 and path.is_file() and not info["cached"]
     reloaded, info2 = load_or_train_ppo_baseline(tiny_spec(oracle=False), path)
-    assert info2 == info
+    assert info2 == {**info, "cached": True}
     for (name, a), (name2, b) in zip(
         actor.named_parameters(), reloaded.named_parameters(), strict=True
     ):

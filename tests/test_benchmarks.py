@@ -15,13 +15,13 @@ def test_meta_rl_bench_forwards_to_the_benchmarks(capsys):
 
     assert main(["bench", "iteration", "--help"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: python -m benchmarks iteration")  # the benchmarks' parser
+    assert out.startswith("usage: meta-rl bench iteration")  # the benchmarks' parser, named
     assert "--variants" in out
     assert main(["bench", "nonsense"]) == 2
 
 
 def test_learning_benchmark_late_summary_arithmetic():
-    from benchmarks.__main__ import late_summary
+    from benchmarks.learning import late_summary
 
     def curve(*posts: float) -> list[tuple[float, float]]:
         return [(0.0, post) for post in posts]  # (pre, post) per iteration; pre is unused
@@ -43,3 +43,29 @@ def test_bench_iteration_on_cuda_without_a_gpu_is_a_one_line_error():
 
     with pytest.raises(SystemExit, match="--devices cuda, but torch sees no CUDA device"):
         main(["iteration", "--devices", "cuda"])
+
+
+def test_bench_iteration_columns_are_the_phases_the_learner_reports():
+    """A renamed phase would leave a column at zero: every phase the table shows is reported."""
+    from benchmarks.iteration import PHASES, run_iterations
+
+    spec = {
+        "device": "cpu",
+        "family": "nav",
+        "net": "port",
+        "tasks": 2,
+        "episodes": 2,
+        "horizon": 5,
+        "overrides": ["train.sampler=vector"],
+        "malloc": False,
+        "iterations": 1,
+        "threads": 1,
+        "algo": "maml_trpo",
+    }
+    threads = torch.get_num_threads()
+    try:
+        result = run_iterations(spec)
+    finally:
+        torch.set_num_threads(threads)  # the benchmark sets it for its own process
+    assert all(result[phase] > 0.0 for phase in PHASES), {p: result[p] for p in PHASES}
+    assert sum(result[phase] for phase in PHASES) <= result["total"]

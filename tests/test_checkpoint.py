@@ -17,8 +17,12 @@ from meta_rl.checkpoint import (
     CheckpointManager,
     find_latest,
     load_checkpoint,
+    newest_loadable,
+    numbered_checkpoints,
     save_checkpoint,
 )
+
+from fakes import Evil
 
 
 def make_state(step: int) -> dict:
@@ -168,31 +172,18 @@ def test_find_latest_falls_back_to_highest_numbered(tmp_path):
     assert find_latest(tmp_path) == d / "iter_000040.pt"
 
 
-def _mark_executed(path: str) -> str:
-    Path(path).write_text("pwned")
-    return "pwned"
-
-
-class Evil:
-    """Unpickling this runs _mark_executed: exactly what weights_only must refuse."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (_mark_executed, (str(self.marker),))
-
-
 def test_arbitrary_pickled_objects_are_refused(tmp_path):
     marker = tmp_path / "executed"
     torch_file = tmp_path / "evil.pt"
     torch.save({"iteration": 1, "payload": Evil(marker)}, torch_file)
-    with pytest.raises(CheckpointError, match=r"refused: not a weights-only checkpoint"):
+    refused = r"refused: the file carries code \(fakes\._mark_executed\) and was not"
+    with pytest.raises(CheckpointError, match=refused) as info:
         load_checkpoint(torch_file)
+    assert "weights_only" not in str(info.value) and "\n" not in str(info.value)
 
     plain_pickle = tmp_path / "evil.pkl"
     plain_pickle.write_bytes(pickle.dumps({"payload": Evil(marker)}, protocol=2))
-    with pytest.raises(CheckpointError, match=r"refused"):
+    with pytest.raises(CheckpointError, match=r"refused: the file carries code"):
         load_checkpoint(plain_pickle)
     assert not marker.exists()
 
@@ -202,10 +193,46 @@ def test_non_dict_and_truncated_files_are_errors(tmp_path):
     torch.save([1, 2], tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match="expected a dict, got list"):
         load_checkpoint(tmp_path / "list.pt")
-    good = (tmp_path / "list.pt").read_bytes()
-    (tmp_path / "cut.pt").write_bytes(good[: len(good) // 2])
-    with pytest.raises(CheckpointError):
-        load_checkpoint(tmp_path / "cut.pt")
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda good: good[: len(good) // 2], "not a torch checkpoint archive"),
+        (lambda good: good[:3], "not a torch checkpoint archive"),  # tiny: not "tampered"
+        (lambda good: b"", "0 bytes, not a torch checkpoint archive"),
+        (lambda good: bytes(range(256)) * 8, "not a torch checkpoint archive"),
+        (lambda good: good[:600] + bytes(200) + good[800:], "archive is corrupted"),
+    ],
+)
+def test_truncated_or_corrupt_files_are_one_line_naming_the_file(tmp_path, damage, reason):
+    good_path = tmp_path / "good.pt"
+    save_checkpoint(good_path, make_state(1))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(damage(good_path.read_bytes()))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(bad)
+    message = str(info.value)
+    assert message.startswith(f"{bad}: truncated or corrupt (") and reason in message
+    assert "\n" not in message and "weights_only" not in message
+
+
+def test_unreadable_paths_name_the_os_reason(tmp_path):
+    with pytest.raises(CheckpointError, match=r"missing\.pt: cannot read: No such file"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "dir.pt").mkdir()
+    with pytest.raises(CheckpointError, match=r"dir\.pt: cannot read: Is a directory"):
+        load_checkpoint(tmp_path / "dir.pt")
+
+
+def test_newest_loadable_skips_bad_files_and_the_one_named(tmp_path):
+    d = tmp_path / "checkpoints"
+    for i in (2, 4, 6):
+        save_checkpoint(d / f"iter_{i:06d}.pt", {"iteration": i})
+    (d / "iter_000006.pt").write_bytes(b"torn")
+    assert newest_loadable(tmp_path) == d / "iter_000004.pt"
+    assert newest_loadable(tmp_path, skip=d / "iter_000004.pt") == d / "iter_000002.pt"
+    assert [i for i, _ in numbered_checkpoints(tmp_path)] == [6, 4, 2]
 
 
 def test_temp_files_are_hidden_and_not_checkpoint_names(tmp_path, monkeypatch):

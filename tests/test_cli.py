@@ -12,13 +12,14 @@ import pytest
 import meta_rl.perf
 from meta_rl.checkpoint import save_checkpoint
 from meta_rl.cli import main
-from meta_rl.config import Config, load_config, save_config
+from meta_rl.config import Config, config_to_dict, load_config, save_config
+from meta_rl.envs import TaskEnv
 
 DUMMY_ID = "MetaRLTest/CliDummy-v0"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class DummyEnv(gymnasium.Env):
+class DummyEnv(TaskEnv):
     def __init__(self, goal_range: float = 0.5) -> None:
         raise AssertionError("the CLI must not build environments while validating")
 
@@ -43,9 +44,14 @@ def fake_train(monkeypatch, process_settings):
     """Stands in for meta_rl.trainer: records each call and returns the run dir."""
     calls: list[dict] = []
 
-    def train(config: Config, run_dir: Path | None = None, resume: Path | None = None) -> Path:
+    def train(
+        config: Config, run_dir: Path | None = None, resume: Path | None = None, **kw
+    ) -> Path:
         configured = list(process_settings)
         calls.append({"config": config, "run_dir": run_dir, "resume": resume, "perf": configured})
+        calls[-1].update(kw)
+        for callback in kw["callbacks"]:
+            callback.on_training_start(None)
         return Path(run_dir)
 
     monkeypatch.setitem(
@@ -88,7 +94,9 @@ def test_train_applies_set_then_flags_and_passes_run_dir(fake_train, config_file
     assert (cfg.algo.inner_lr, cfg.train.seed, cfg.train.iterations) == (0.05, 9, 3)
     assert (cfg.train.device, cfg.policy.hidden_sizes) == ("auto", [32, 32])
     assert call["run_dir"] == tmp_path / "run" and call["resume"] is None
-    assert capsys.readouterr().out.strip() == str(tmp_path / "run")
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0] == str(tmp_path / "run")  # the fake summary: str(run_dir)
+    assert err == f"run dir: {tmp_path / 'run'}\n"
 
 
 def test_train_command_configures_the_process_before_training(fake_train, config_file):
@@ -97,7 +105,7 @@ def test_train_command_configures_the_process_before_training(fake_train, config
     assert (
         main(["train", str(config_file), "--run-dir", "run", "--set", "train.num_threads=3"]) == 0
     )
-    assert [call["perf"] for call in fake_train] == [[None], [None, 3]]
+    assert [call["perf"] for call in fake_train] == [[1], [1, 3]]  # one thread by default
 
 
 def test_train_default_run_dir_is_env_algo_seed_time(
@@ -116,11 +124,14 @@ def test_resume_reads_the_run_config_and_accepts_overrides(fake_train, config_fi
     run_dir.mkdir()
     save_config(load_config(config_file, ["train.iterations=2"]), run_dir / "config.yaml")
     assert main(["train", "--resume", str(run_dir)]) == 2  # no checkpoint yet
-    save_checkpoint(run_dir / "checkpoints" / "latest.pt", {"iteration": 1})
+    latest = run_dir / "checkpoints" / "latest.pt"
+    state = {"iteration": 1, "env_steps": 10, "trainer": {}, "logger": {}}
+    save_checkpoint(latest, {**state, "config": config_to_dict(load_config(config_file))})
 
     assert main(["train", "--resume", str(run_dir), "--iterations", "6"]) == 0
     [call] = fake_train
     assert call["run_dir"] == run_dir and call["resume"] == run_dir
+    assert call["checkpoint"] == latest
     assert (call["config"].train.iterations, call["config"].algo.inner_lr) == (6, 0.5)
 
 
@@ -200,16 +211,16 @@ def test_help_exits_0(capsys):
 def test_interrupt_exits_130_and_config_errors_from_train_exit_2(monkeypatch, config_file, capsys):
     from meta_rl.config import ConfigError
 
-    def interrupted(config, run_dir=None, resume=None):
+    def interrupted(config, run_dir=None, resume=None, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setitem(
         sys.modules, "meta_rl.trainer", types.SimpleNamespace(train=interrupted, summary=str)
     )
     assert main(["train", str(config_file), "--run-dir", "x"]) == 130
-    assert capsys.readouterr().err.endswith("meta-rl: interrupted\n")
+    assert capsys.readouterr().err.endswith("meta-rl: interrupted; no iteration was saved in x\n")
 
-    def bad(config, run_dir=None, resume=None):
+    def bad(config, run_dir=None, resume=None, **kwargs):
         raise ConfigError("env.kwargs.goal_range: must be positive")
 
     monkeypatch.setitem(sys.modules, "meta_rl.trainer", types.SimpleNamespace(train=bad))

@@ -67,7 +67,7 @@ def test_defaults_are_the_maml_paper_navigation_settings(tmp_path):
     assert (a.ls_max_steps, a.ls_backtrack_ratio) == (15, 0.8)
     t = cfg.train
     assert (t.meta_batch_size, t.episodes_per_task, t.iterations, t.seed) == (20, 20, 500, 1)
-    assert (t.device, t.checkpoint_every, t.num_threads) == ("cpu", 50, None)
+    assert (t.device, t.checkpoint_every, t.num_threads) == ("cpu", 50, 1)
     assert ALGORITHMS == ("maml_trpo", "reptile")
     assert cfg.policy.kind == "mlp"
     a = load_config(write(tmp_path, MINIMAL + "algo: {name: reptile}\n")).algo

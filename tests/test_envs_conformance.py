@@ -183,3 +183,92 @@ def test_random_policy_return_is_seeded_and_matches_the_bandit_expectation():
     assert random_policy_return("MetaRL/Navigation2D-v0", 3, seed=1) != random_policy_return(
         "MetaRL/Navigation2D-v0", 3, seed=2
     )
+
+
+class NaNRewardEnv(_Line):
+    def step(self, action):
+        obs, reward, *rest = super().step(action)
+        self._steps = getattr(self, "_steps", 0) + 1
+        return obs, np.nan if self._steps == 3 else reward, *rest
+
+
+class InfObservationEnv(_Line):
+    def reset(self, *, seed=None, options=None):
+        _, info = super().reset(seed=seed, options=options)
+        return np.array([np.inf], np.float32), info
+
+
+class RedrawsTaskEnv(_Line):
+    """Re-samples its task on every reset, as a MuJoCo reset_model that draws a goal would."""
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = super().reset(seed=seed, options=options)
+        self.task = self.sample_tasks(1, self.np_random)[0]
+        return obs, info
+
+
+class DropsResetOptionsEnv(_Line):
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)  # forgot to pass options on
+        self._x = 0.0
+        return np.array([self._x], np.float32), {}
+
+
+class _Parent(_Line):
+    """Stands for a v5 MuJoCo env: its __init__ records its own (positional) EzPickle args."""
+
+    def __init__(self, scale: float = 1.0, offset: float = 0.0) -> None:
+        EzPickle.__init__(self, scale, offset)
+        self._setup()
+
+
+class EzPickleFirstEnv(_Parent):
+    def __init__(self, goal_range: float = 1.0) -> None:
+        EzPickle.__init__(self, goal_range=goal_range)  # too early: the parent overwrites it
+        _Parent.__init__(self, 2.0, 0.5)
+
+
+class EzPickleLaterEnv(_Parent):
+    def __init__(self, goal_range: float = 1.0) -> None:
+        _Parent.__init__(self, 2.0, 0.5)
+        EzPickle.__init__(self, goal_range=goal_range)
+
+
+@pytest.mark.parametrize(
+    ("family", "message"),
+    [
+        (NaNRewardEnv, r"NaNRewardEnv: non-finite reward at step 3 of a seeded random rollout"),
+        (InfObservationEnv, r"InfObservationEnv: non-finite observation at reset of a seeded"),
+        (
+            RedrawsTaskEnv,
+            r'RedrawsTaskEnv: reset\(options=\{"task": t\}\) set the task, then reset changed it'
+            r" to .*: does reset_model \(or reset\) draw a new task\?",
+        ),
+        (
+            DropsResetOptionsEnv,
+            r'DropsResetOptionsEnv: reset\(options=\{"task": t\}\) did not set the task: does '
+            r"your reset\(\) call super\(\).reset\(seed=seed, options=options\)\?",
+        ),
+        (
+            EzPickleFirstEnv,
+            r"EzPickleFirstEnv: does not pickle .*; EzPickle holds _Parent's arguments, not "
+            r"EzPickleFirstEnv's: _Parent.__init__ calls EzPickle.__init__ itself, so call "
+            r"EzPickle.__init__\(self, ...\) with EzPickleFirstEnv's own arguments after it$",
+        ),
+    ],
+)
+def test_the_kit_says_what_is_actually_wrong(family, message):
+    with pytest.raises(TaskEnvError, match=message):
+        check_task_env(family())
+
+
+def test_the_right_ezpickle_order_passes():
+    check_task_env(EzPickleLaterEnv())
+
+
+def test_warnings_are_quoted_without_colour_codes_and_can_be_allowed():
+    with pytest.raises(TaskEnvError) as info:
+        check_task_env(Float64ObservationEnv())
+    assert "\x1b[" not in str(info.value) and "allow_warnings" in str(info.value)
+    allowed = [r"float64|dtype|precision", r"obs returned by the `step\(\)` method is not within"]
+    check_task_env(Float64ObservationEnv(), allow_warnings=allowed)

@@ -7,7 +7,12 @@ import torch
 from torch.func import functional_call
 
 from meta_rl.adaptation import InnerBatch, adapt
-from meta_rl.algorithms.maml_trpo import MAMLTRPO, MAMLTRPOSettings, task_masked_mean
+from meta_rl.algorithms.maml_trpo import (
+    MAMLTRPO,
+    FisherOperator,
+    MAMLTRPOSettings,
+    task_masked_mean,
+)
 from meta_rl.algorithms.trpo import conjugate_gradient, double_backward_fvp, flat, unflat
 from meta_rl.episodes import Episodes
 from meta_rl.functional import (
@@ -114,13 +119,14 @@ def test_gauss_newton_fvp_equals_double_backward_and_finite_differences(problem)
     theta = policy_params(policy)
     leaves = list(theta.values())
     maml_gn = MAMLTRPO(policy, settings)
-    adapted = maml_gn._adapted(theta, inner, valid.observations[:-1])
+    adapted = maml_gn.adaptation.linearize(theta, inner, valid.observations[:-1])
     old = adapted.params
-    gn = maml_gn._fisher_vector_product(adapted, valid.mask)
-    maml_db = MAMLTRPO(
-        policy, MAMLTRPOSettings(inner_lr=0.5, cg_damping=0.0, fvp="double_backward")
-    )
-    db = maml_db._fisher_vector_product(adapted, valid.mask)
+    gn = FisherOperator(maml_gn.adaptation, settings.fvp, settings.cg_damping)
+    gn.add(adapted, valid.mask)
+    db_settings = MAMLTRPOSettings(inner_lr=0.5, cg_damping=0.0, fvp="double_backward")
+    maml_db = MAMLTRPO(policy, db_settings)
+    db = FisherOperator(maml_db.adaptation, db_settings.fvp, db_settings.cg_damping)
+    db.add(adapted, valid.mask)
 
     def kl_of(th):
         new = maml_gn.adapted_params(th, inner, create_graph=True)

@@ -8,11 +8,10 @@ import dataclasses
 import pytest
 import torch
 
-from meta_rl.adaptation import InnerBatch
 from meta_rl.agents.policies import CategoricalMLPPolicy
 from meta_rl.algorithms.maml_trpo import MAMLTRPO, MAMLTRPOSettings, task_masked_mean
 from meta_rl.algorithms.trpo import flat
-from meta_rl.episodes import Episodes
+from meta_rl.episodes import Episodes, InnerBatch
 from meta_rl.functional import policy_params, task_kl
 
 from fakes import TinyGaussian, random_episodes
@@ -84,7 +83,8 @@ def test_chunked_subsampled_fisher_product_is_the_kl_hessian(
         inner_lr=0.5, cg_damping=0.1, fvp=fvp, task_chunk=chunk, fisher_subsample=subsample
     )
     maml = MAMLTRPO(policy, settings)
-    _, grad, product, _, _ = maml.linearize(policy_params(policy), inner, valid, advantages)
+    linearization = maml.linearize(policy_params(policy), inner, valid, advantages)
+    grad, product = linearization.grad, linearization.fisher
     fisher = _reference_fisher(policy, inner, valid, stride)
     v = torch.randn(grad.numel(), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     torch.testing.assert_close(product(v), fisher @ v + 0.1 * v, rtol=1e-9, atol=1e-12)

@@ -26,13 +26,16 @@ def _section(title: str) -> str:
 @pytest.fixture(scope="module")
 def example() -> types.ModuleType:
     blocks = re.findall(r"```python\n(.*?)```", _section("Add your own family"), re.S)
-    assert len(blocks) == 1
+    assert len(blocks) == 2  # a plain family, then a MuJoCo one
     # A real module, so the family class pickles by reference like a user's own file.
     module = types.ModuleType("readme_example")
     sys.modules[module.__name__] = module
-    exec(compile(blocks[0], "README.md", "exec"), module.__dict__)  # runs check_task_env too
+    for block in blocks:  # each runs check_task_env on its family
+        exec(compile(block, "README.md", "exec"), module.__dict__)
     yield module
     del sys.modules[module.__name__]
+    for env_id in ("MyFamilies/Point1D-v0", "MyFamilies/HopperVel-v0"):
+        del gym.registry[env_id]
 
 
 def test_readme_family_reaches_its_goal(example):
@@ -48,6 +51,17 @@ def test_readme_family_reaches_its_goal(example):
     assert info["distance"] < 0.01
     clone = pickle.loads(pickle.dumps(env.unwrapped))
     assert clone.task == {"goal": -0.3}
+
+
+def test_readme_mujoco_family_rewards_the_goal_velocity(example):
+    env = gym.make("MyFamilies/HopperVel-v0")
+    env.reset(seed=0, options={"task": {"velocity": 0.7}})
+    _, reward, _, _, info = env.step(np.zeros(3, np.float32))
+    assert info["reward_forward"] == pytest.approx(-abs(info["x_velocity"] - 0.7))
+    assert reward == pytest.approx(info["reward_forward"] + 1.0)  # healthy, no control cost
+    clone = pickle.loads(pickle.dumps(env.unwrapped))
+    assert clone.task == {"velocity": 0.7} and clone.velocity_range == (0.0, 1.0)
+    env.close()
 
 
 def test_readme_family_table_lists_every_registered_id():

@@ -9,11 +9,11 @@ from torch import nn
 from torch.func import functional_call
 
 from meta_rl.agents.policies import CategoricalMLPPolicy, GaussianMLPPolicy
+from meta_rl.algorithms import closed_form
 from meta_rl.functional import (
     expand_to_tasks,
     flatten_distribution,
     policy_params,
-    task_distribution,
 )
 from meta_rl.samplers import VectorSampler
 
@@ -157,7 +157,8 @@ def test_shared_parameters_run_as_one_plain_call_with_the_same_distribution(poli
     """Sampling the pre-adaptation batch skips vmap: one call on [tasks * rows, dim] inputs.
 
     Per-task parameters go through vmap (one call), except for a plain Gaussian MLP, whose
-    tasks run as batched matrix products (algorithms.closed_form) without calling the module.
+    tasks run as batched matrix products without calling the module: that is the forward
+    ``algorithms.closed_form.task_forward`` the builders hand the samplers.
     """
     gen = torch.Generator().manual_seed(3)
     policy = policy_cls(4, 3, hidden_sizes=(8,), generator=gen).double()
@@ -172,7 +173,7 @@ def test_shared_parameters_run_as_one_plain_call_with_the_same_distribution(poli
     for params, one_call in ((same, True), (other, True), (distinct, False)):
         seen.clear()
         with torch.no_grad():
-            dist = task_distribution(policy, params, obs, task_dim=1)
+            dist = closed_form.task_forward(policy, params, obs, task_dim=1)
         if one_call or policy_cls is not GaussianMLPPolicy:
             assert len(seen) == 1 and (seen[0] == (3 * 5, 6, 4)) is one_call
         else:
@@ -187,3 +188,45 @@ def test_shared_parameters_run_as_one_plain_call_with_the_same_distribution(poli
             )
             for got, want in zip(got_leaves, want_leaves, strict=True):
                 torch.testing.assert_close(got[:, task], want.expand_as(got[:, task]))
+
+
+@pytest.mark.parametrize("backend", ["vector", "torch"])
+def test_the_sampler_runs_the_policy_through_the_forward_it_was_handed(backend):
+    """``task_forward`` is the samplers' one way to run a non-recurrent policy; the builders
+    hand them the closed form's batched forward, which gives the generic path's episodes."""
+    from meta_rl.samplers.torch_native import TorchSampler
+
+    calls: list[int] = []
+
+    def recording(policy, params, obs, task_dim):
+        calls.append(task_dim)
+        return closed_form.task_forward(policy, params, obs, task_dim)
+
+    cls = VectorSampler if backend == "vector" else TorchSampler
+    kwargs = {"seed": 4, "max_episode_steps": 6}
+    generic = cls("MetaRL/Navigation2D-v0", 3, 2, **kwargs)
+    fast = cls("MetaRL/Navigation2D-v0", 3, 2, task_forward=recording, **kwargs)
+    policy = GaussianMLPPolicy(2, 2, hidden_sizes=(8,), generator=torch.Generator().manual_seed(1))
+    params = {
+        k: v + 0.1 * torch.randn(v.shape, generator=torch.Generator().manual_seed(2))
+        for k, v in shared(policy, 3).items()
+    }
+    tasks = generic.sample_tasks()
+    fast.sample_tasks()  # the same generator state
+    want, got = generic.sample(policy, params, tasks), fast.sample(policy, params, tasks)
+    assert calls and set(calls) == {0}
+    for name in ("observations", "actions", "log_probs", "rewards", "mask"):
+        torch.testing.assert_close(getattr(got, name), getattr(want, name))
+
+
+def test_builders_hand_the_samplers_the_closed_form_forward():
+    from meta_rl.builders import build_sampler
+    from meta_rl.config import config_from_dict
+
+    config = config_from_dict(
+        {"env": {"id": "MetaRL/Navigation2D-v0", "max_episode_steps": 4}},
+        ["train.meta_batch_size=2", "train.episodes_per_task=1"],
+    )
+    sampler = build_sampler(config, torch.device("cpu"))
+    assert sampler.task_forward is closed_form.task_forward
+    sampler.close()

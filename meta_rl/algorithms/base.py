@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from torch import nn
@@ -13,6 +13,7 @@ from torch import nn
 from meta_rl.adaptation import AdvantageEstimator
 from meta_rl.episodes import Episodes
 from meta_rl.samplers.base import Sampler
+from meta_rl.timing import PhaseTimer, cuda_sync
 
 
 class Rollouts(Protocol):
@@ -44,19 +45,24 @@ class IterationReport:
     sampling_s: float  # sampling plus the inner adaptation it needs
     optimize_s: float  # the meta-update
     metrics: dict[str, float]  # namespaced, e.g. "trpo/kl"
+    # seconds per phase, measured by the learner (``self.timer``): "sampling", "cg", ...
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class MetaLearner(ABC, Generic[R]):
     """Template method (as in SB3's ``learn -> collect_rollouts -> train``).
 
     ``iteration(tasks)`` = ``collect(tasks)`` (sample episodes, adapt per task) then
-    ``update(rollouts)`` (change the shared initial parameters in place). Subclasses stay thin.
+    ``update(rollouts)`` (change the shared initial parameters in place). Subclasses stay thin;
+    they time their phases with ``self.timer`` (``meta_rl.timing``), which syncs the GPU at
+    phase boundaries when the policy is on one.
     """
 
     def __init__(self, policy: nn.Module, sampler: Sampler, advantages: AdvantageEstimator) -> None:
         self.policy = policy
         self.sampler = sampler
         self.advantages = advantages
+        self.timer = PhaseTimer(cuda_sync(policy))
 
     @abstractmethod
     def collect(self, tasks: Sequence[dict[str, Any]]) -> R: ...
@@ -65,6 +71,7 @@ class MetaLearner(ABC, Generic[R]):
     def update(self, rollouts: R) -> dict[str, float]: ...
 
     def iteration(self, tasks: Sequence[dict[str, Any]]) -> IterationReport:
+        self.timer.take()  # phases timed outside an iteration do not count
         start = time.perf_counter()
         rollouts = self.collect(tasks)
         sampling_s = time.perf_counter() - start
@@ -72,7 +79,12 @@ class MetaLearner(ABC, Generic[R]):
         metrics = self.update(rollouts)
         optimize_s = time.perf_counter() - start
         return IterationReport(
-            rollouts.returns, rollouts.env_steps, sampling_s, optimize_s, metrics
+            rollouts.returns,
+            rollouts.env_steps,
+            sampling_s,
+            optimize_s,
+            metrics,
+            self.timer.take(),
         )
 
     def state_dict(self) -> dict[str, Any]:

@@ -17,29 +17,32 @@ product, and the forward passes take the policy's own modules (the fast inferenc
 The tests hold it to autograd's numbers for every supported activation, several inner steps,
 first order, padded episodes and a clamped log-std.
 
-Only the policy is special-cased: the inner loss is the library's ``reinforce_loss`` (its
-per-step weights are taken from it by autograd) and the KL metric stays generic
-(``meta_rl.algorithms.trpo.gauss_newton_fvp``).
+Only the policy is special-cased. The inner loss may be any ``InnerLoss`` linear in the
+log-probabilities (REINFORCE): its per-step weights are taken from it by autograd, which is
+exact only for such a loss, so ``ClosedFormAdaptation`` refuses any other. The KL metric stays
+generic (``meta_rl.algorithms.trpo.gauss_newton_fvp``).
+
+What MAML-TRPO uses: ``ClosedFormAdaptation``, its ``Adaptation`` strategy
+(``meta_rl.algorithms.adapted``), and ``task_forward``, the per-task forward that samplers and
+line-search candidates are handed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from meta_rl.agents.pg import reinforce_loss
+from meta_rl.adaptation import REINFORCE, InnerLoss
 from meta_rl.agents.policies import GaussianMLPPolicy, Tanh, diagonal_gaussian
+from meta_rl.algorithms.adapted import AdaptedPolicies, InnerLoop
 from meta_rl.algorithms.trpo import Vector, flat, unflat
-
-if TYPE_CHECKING:  # meta_rl.functional imports this module
-    from meta_rl.adaptation import InnerBatch
-
-Params = dict[str, Tensor]
+from meta_rl.episodes import InnerBatch
+from meta_rl.functional import Params, flatten_distribution, shared_params
+from meta_rl.functional import task_distribution as generic_task_distribution
 
 # activation -> (its derivative as a function of its output h, and a function s(h) with
 # d(derivative) = s(h) * dh, the second-order factor; None where it vanishes)
@@ -219,15 +222,17 @@ class _InnerStep:
         batch: InnerBatch,
         lr: float,
         min_log_std: float,
+        loss: InnerLoss = REINFORCE,
     ) -> None:
         episodes = batch.episodes
         self.activations = activations
         self.net = _MLPAt(point, activations, _rows(episodes.observations[:-1]))
-        # d(sum of per-task losses) / d log_prob, from the library's own loss
+        # d(sum of per-task losses) / d log_prob, from the loss itself: the same at every
+        # log-prob because the loss is linear in them (ClosedFormAdaptation checks)
         log_probs = torch.zeros_like(episodes.mask, requires_grad=True)
         with torch.enable_grad():
-            loss = reinforce_loss(log_probs, batch.advantages, episodes.mask).sum()
-            (step_weight,) = torch.autograd.grad(loss, log_probs)
+            total = loss(log_probs, batch).sum()
+            (step_weight,) = torch.autograd.grad(total, log_probs)
         weight = _rows(step_weight).unsqueeze(-1)
         valid = _rows(episodes.mask).unsqueeze(-1) > 0
         self.std_free = (point.log_std >= min_log_std).to(weight.dtype)  # clamp's derivative
@@ -293,7 +298,7 @@ class AdaptedGaussianMLP:
     ``jvp`` and ``vjp`` are products with the Jacobian of its parameter tensors (loc, scale),
     as ``meta_rl.algorithms.trpo.AutogradJacobian`` would give them from the graph. ``final``
     replaces the adapted parameters' values (not their Jacobian), as the subsampled Fisher
-    (``MAMLTRPO._subsampled_fisher``) needs.
+    (``FisherOperator.add_subsampled``) needs.
     """
 
     @torch.no_grad()
@@ -306,6 +311,7 @@ class AdaptedGaussianMLP:
         lr: float,
         first_order: bool = False,
         final: Params | None = None,
+        loss: InnerLoss = REINFORCE,
     ) -> None:
         activations, min_log_std = list(policy.mean_net)[1::2], policy.min_log_std
         self.names = list(theta)
@@ -316,7 +322,7 @@ class AdaptedGaussianMLP:
         point = _point_of(self.policy, {k: v.detach() for k, v in theta.items()})
         self.steps: list[_InnerStep] = []
         for batch in inner:
-            self.steps.append(_InnerStep(point, activations, batch, lr, min_log_std))
+            self.steps.append(_InnerStep(point, activations, batch, lr, min_log_std, loss))
             point = self.steps[-1].next
         if final is not None:
             point = _point_of(self.policy, {k: v.detach() for k, v in final.items()})
@@ -367,6 +373,19 @@ class AdaptedGaussianMLP:
         return flat([t.sum(0) for t in _params_of(self.policy, p, self.names).values()])
 
 
+def task_forward(policy: nn.Module, params: Params, obs: Tensor, task_dim: int) -> Distribution:
+    """``meta_rl.functional.task_distribution``, as batched matrix products where they apply: a
+    plain Gaussian MLP with per-task parameters, no graph wanted (a ``TaskForward``)."""
+    if (
+        obs.dim() >= 3
+        and not torch.is_grad_enabled()
+        and is_plain_gaussian_mlp(policy)
+        and shared_params(params) is None
+    ):
+        return task_distribution(policy, params, obs, task_dim)
+    return generic_task_distribution(policy, params, obs, task_dim)
+
+
 @torch.no_grad()
 def task_distribution(
     policy: GaussianMLPPolicy, params: Params, obs: Tensor, task_dim: int
@@ -385,9 +404,67 @@ def task_distribution(
 
 
 @torch.no_grad()
-def inner_step(policy: GaussianMLPPolicy, params: Params, batch: InnerBatch, lr: float) -> Params:
+def inner_step(
+    policy: GaussianMLPPolicy,
+    params: Params,
+    batch: InnerBatch,
+    lr: float,
+    loss: InnerLoss = REINFORCE,
+) -> Params:
     """``meta_rl.adaptation.adapt`` without a graph: each task's parameters after one inner
     step (values only, as sampling after an inner step needs them)."""
     point = _point_of(policy, params)
-    step = _InnerStep(point, list(policy.mean_net)[1::2], batch, lr, policy.min_log_std)
+    step = _InnerStep(point, list(policy.mean_net)[1::2], batch, lr, policy.min_log_std, loss)
     return _params_of(policy, step.next, list(params))
+
+
+class ClosedFormAdaptation:
+    """``meta_rl.algorithms.adapted.Adaptation`` for a plain Gaussian MLP (``supports``), by
+    the closed form above. Its Jacobian is not an autograd graph, so it serves the
+    Gauss-Newton Fisher only.
+
+    The inner loss must be linear in the log-probs (``loss.linear_in_log_probs``, e.g.
+    REINFORCE): the inner-loss Hessian here treats its per-step weights as constants.
+    """
+
+    def __init__(self, loop: InnerLoop) -> None:
+        policy, loss = loop.policy, loop.loss
+        if not supports(policy):
+            raise ValueError(
+                f"closed-form derivatives need a plain GaussianMLPPolicy with trainable "
+                f"parameters and a known activation, got {type(policy).__name__}"
+            )
+        if not getattr(loss, "linear_in_log_probs", False):
+            raise ValueError(
+                f"closed-form derivatives need an inner loss linear in the log-probs "
+                f"(REINFORCE), got {type(loss).__name__}: use the autograd adaptation"
+            )
+        self.loop = loop
+        self.policy = policy
+
+    def _adapt(
+        self, theta: Params, inner: list[InnerBatch], obs: Tensor, final: Params | None = None
+    ) -> AdaptedGaussianMLP:
+        return AdaptedGaussianMLP(
+            self.policy,
+            theta,
+            inner,
+            obs,
+            self.loop.lr,
+            self.loop.first_order,
+            final,
+            self.loop.loss,
+        )
+
+    def inner_step(self, params: Params, batch: InnerBatch) -> Params:
+        return inner_step(self.policy, params, batch, self.loop.lr, self.loop.loss)
+
+    def linearize(
+        self, theta: Params, inner: list[InnerBatch], obs: Tensor, final: Params | None = None
+    ) -> AdaptedPolicies:
+        adapted = self._adapt(theta, inner, obs, final)
+        leaves, rebuild = flatten_distribution(adapted.distribution())
+        return AdaptedPolicies(adapted, leaves, rebuild, adapted.adapted)
+
+    def distribution(self, theta: Params, inner: list[InnerBatch], obs: Tensor) -> Distribution:
+        return self._adapt(theta, inner, obs).distribution()

@@ -20,11 +20,11 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from meta_rl.adaptation import AdvantageEstimator, InnerBatch, inner_loss
+from meta_rl.adaptation import AdvantageEstimator, inner_loss
 from meta_rl.agents.pg import ppo_clip_loss
 from meta_rl.algorithms.base import MetaLearner
 from meta_rl.algorithms.settings import ReptileSettings
-from meta_rl.episodes import Episodes
+from meta_rl.episodes import Episodes, InnerBatch
 from meta_rl.functional import Params, policy_params, task_log_probs
 from meta_rl.samplers.base import Sampler
 
@@ -209,30 +209,40 @@ class ReptileLearner(MetaLearner[ReptileRollouts]):
         optimizer = self.reptile.inner_optimizer(params)
         batches: list[Episodes] = []
         explained = 0.0
+        timer = self.timer
         for _ in range(self.num_inner_steps):
-            episodes = self.sampler.sample(self.policy, params, tasks)
-            advantages, ev = self.advantages(episodes)
+            with timer.phase("sampling"):
+                episodes = self.sampler.sample(self.policy, params, tasks)
+            with timer.phase("advantages"):
+                advantages, ev = self.advantages(episodes)
             explained += ev / self.num_inner_steps
             batch = InnerBatch(episodes, advantages)
-            for _ in range(self.ppo_epochs):
-                self.reptile.inner_step(optimizer, params, self.task_losses(params, batch))
+            with timer.phase("adaptation"):
+                for _ in range(self.ppo_epochs):
+                    self.reptile.inner_step(optimizer, params, self.task_losses(params, batch))
             batches.append(episodes)
-        batches.append(self.sampler.sample(self.policy, params, tasks))
+        with timer.phase("sampling"):
+            batches.append(self.sampler.sample(self.policy, params, tasks))
         adapted = {k: v.detach() for k, v in params.items()}
         return ReptileRollouts(batches, adapted, 0, explained)
 
     def _collect_external(self, tasks: Sequence[dict[str, Any]]) -> ReptileRollouts:
         assert self.task_learner is not None
+        timer = self.timer
         theta = {k: v.detach() for k, v in policy_params(self.policy).items()}
-        before = self.sampler.sample(self.policy, self.reptile.task_params(len(tasks)), tasks)
-        results = [self.task_learner.learn(theta, task) for task in tasks]
+        with timer.phase("sampling"):
+            before = self.sampler.sample(self.policy, self.reptile.task_params(len(tasks)), tasks)
+        with timer.phase("adaptation"):  # the external learner samples as it trains
+            results = [self.task_learner.learn(theta, task) for task in tasks]
         adapted = {k: torch.stack([params[k] for params, _ in results]) for k in theta}
-        after = self.sampler.sample(self.policy, adapted, tasks)
+        with timer.phase("sampling"):
+            after = self.sampler.sample(self.policy, adapted, tasks)
         inner_steps = sum(steps for _, steps in results)
         return ReptileRollouts([before, after], adapted, inner_steps, float("nan"))
 
     def update(self, rollouts: ReptileRollouts) -> dict[str, float]:
-        metrics = self.reptile.meta_step(rollouts.adapted)
+        with self.timer.phase("meta_gradient"):  # theta - theta_i', and the outer step
+            metrics = self.reptile.meta_step(rollouts.adapted)
         if self.task_learner is None:
             metrics["baseline/explained_variance"] = rollouts.explained_variance
         return metrics

@@ -52,7 +52,7 @@ def conjugate_gradient(
 
 
 def double_backward_fvp(
-    kl: Tensor, params: Sequence[Tensor], damping: float
+    kl: Tensor, params: Sequence[Tensor], damping: float = 0.0
 ) -> Callable[[Vector], Vector]:
     """``v -> (H_kl + damping I) v`` by differentiating the KL twice (reference form).
 
@@ -61,8 +61,8 @@ def double_backward_fvp(
     grads = flat(torch.autograd.grad(kl, params, create_graph=True))
 
     def fvp(v: Vector) -> Vector:
-        hv = torch.autograd.grad(grads @ v, params, retain_graph=True)
-        return flat(hv) + damping * v
+        hv = flat(torch.autograd.grad(grads @ v, params, retain_graph=True))
+        return hv + damping * v if damping else hv
 
     return fvp
 
@@ -148,7 +148,7 @@ def gauss_newton_fvp(
     dist_leaves: Sequence[Tensor],
     rebuild: Callable[[list[Tensor]], Distribution],
     weights: Tensor,
-    damping: float,
+    damping: float = 0.0,
 ) -> Callable[[Vector], Vector]:
     """``v -> (J^T M J + damping I) v``: the exact KL Hessian at the old parameters.
 
@@ -162,7 +162,8 @@ def gauss_newton_fvp(
     metric = kl_hessian(dist_leaves, rebuild, weights)
 
     def fvp(v: Vector) -> Vector:
-        return jacobian.vjp(metric(jacobian.jvp(v))) + damping * v
+        product = jacobian.vjp(metric(jacobian.jvp(v)))
+        return product + damping * v if damping else product
 
     return fvp
 

@@ -15,7 +15,13 @@ from torch import nn
 import meta_rl.envs  # noqa: F401  (registers the MetaRL/ families with Gymnasium)
 from meta_rl.agents.recurrent import is_recurrent
 from meta_rl.episodes import Episodes
-from meta_rl.functional import Params, shared_as_views, task_distribution, task_step
+from meta_rl.functional import (
+    Params,
+    TaskForward,
+    shared_as_views,
+    task_distribution,
+    task_step,
+)
 
 
 def observation_dim(space: spaces.Space) -> int:
@@ -171,6 +177,7 @@ def rollout(
     device: torch.device,
     draw_action: Callable[[torch.distributions.Distribution], torch.Tensor] = sample_action,
     stop_when_done: bool = True,
+    task_forward: TaskForward = task_distribution,
 ) -> int:
     """One episode per sub-env, written into rows ``first_row:first_row + len(sub_envs)``.
 
@@ -180,7 +187,8 @@ def rollout(
     their rows stay masked. Actions come from the global torch RNG seeded with
     ``torch_seed`` inside ``fork_rng`` (distributions offer no generator argument), so a draw
     is a function of the sampler's own seed and the caller's RNG is left untouched.
-    ``draw_action`` lets a worker that holds a shard draw as the whole batch would.
+    ``draw_action`` lets a worker that holds a shard draw as the whole batch would;
+    ``task_forward`` runs a non-recurrent policy with per-task parameters (``Sampler``).
     Returns the number of steps until every episode had ended.
     """
     envs = sub_envs if isinstance(sub_envs, EnvBatch) else GymEnvs(sub_envs)
@@ -209,7 +217,7 @@ def rollout(
             if recurrent:
                 dist, state = task_step(policy, params, obs, state)
             else:
-                dist = task_distribution(policy, params, obs, task_dim=0)
+                dist = task_forward(policy, params, obs, 0)
             action = draw_action(dist)
             arrays["log_probs"][t, rows] = dist.log_prob(action).reshape(batch).cpu().numpy()
             action_np = action.reshape(batch, *arrays["actions"].shape[2:]).cpu().numpy()
@@ -239,6 +247,10 @@ class Sampler(ABC):
     The generator (seeded once) draws the tasks, every phase's env reset seeds and the seed of
     the policy's action noise, always in that order, so backends that consume it the same way
     produce the same episodes, and a checkpoint of its state makes a resumed run exact.
+
+    ``task_forward`` is how the policy runs with per-task parameters at every step: the
+    generic ``meta_rl.functional.task_distribution`` unless a faster twin for the policy is
+    handed in (``meta_rl.builders`` hands ``algorithms.closed_form.task_forward``).
     """
 
     def __init__(
@@ -251,8 +263,10 @@ class Sampler(ABC):
         env_kwargs: dict[str, Any] | None = None,
         max_episode_steps: int | None = None,
         device: torch.device | str = "cpu",
+        task_forward: TaskForward = task_distribution,
     ) -> None:
         self.env_id = env_id
+        self.task_forward = task_forward
         self.num_tasks = num_tasks
         self.episodes_per_task = episodes_per_task
         self.device = torch.device(device)

@@ -14,8 +14,9 @@ process.
 
 Shutdown: ``close()`` (also called by the trainer's ``finally``, by garbage collection and at
 interpreter exit); workers are daemonic (multiprocessing terminates them when the parent exits
-on an exception), ignore SIGINT (Ctrl-C reaches the whole process group; the parent decides),
-and on Linux get SIGTERM when the parent dies, even by SIGKILL. A worker that dies or raises
+on an exception), ignore SIGINT and SIGTERM (Ctrl-C, or a scheduler's SIGTERM, reaches the
+whole process group; the parent decides and stops them), and on Linux get SIGKILL when the
+parent dies, even by SIGKILL. A worker that dies or raises
 makes ``sample`` raise ``SamplerWorkerError`` naming it, after stopping the others.
 """
 
@@ -43,7 +44,8 @@ from torch import nn
 
 import meta_rl.envs  # noqa: F401  (registers the MetaRL/ families with Gymnasium)
 from meta_rl.episodes import Episodes
-from meta_rl.functional import Params, flatten_distribution
+from meta_rl.finite import check_episodes
+from meta_rl.functional import Params, TaskForward, flatten_distribution
 from meta_rl.perf import configure_worker, cpu_count
 from meta_rl.samplers.base import (
     Sampler,
@@ -82,10 +84,10 @@ def _buffer_size(layout: Layout) -> int:
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    """Linux: SIGTERM when the parent dies (also by SIGKILL), so no worker is ever orphaned."""
+    """Linux: SIGKILL when the parent dies (also by SIGKILL), so no worker is ever orphaned."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
 
@@ -117,8 +119,10 @@ def _worker_main(
     buffer: Any,
     layout: Layout,
     parent_pid: int,
+    task_forward: TaskForward,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent(parent_pid)
     configure_worker()
     sub_envs = make_env_batch(env_backend, env_id, num_envs, env_kwargs)
@@ -149,6 +153,7 @@ def _worker_main(
                 device=torch.device("cpu"),
                 draw_action=functools.partial(_draw_as_whole_batch, num_tasks, offset),
                 stop_when_done=False,
+                task_forward=task_forward,
             )
             conn.send(("ok", end))
         except Exception:
@@ -226,6 +231,7 @@ class ProcessSampler(Sampler):
                         self._buffer,
                         self._layout,
                         os.getpid(),
+                        self.task_forward,
                     ),
                     daemon=True,
                 )
@@ -279,7 +285,9 @@ class ProcessSampler(Sampler):
         for name, array in arrays.items():
             if name != "observations":
                 array[end:] = 0  # VectorSampler stops drawing actions once every episode ended
-        return arrays_to_episodes(arrays, num_tasks, num_episodes, self.device)
+        return check_episodes(
+            arrays_to_episodes(arrays, num_tasks, num_episodes, self.device), tasks
+        )
 
     def _gather(self) -> int:
         """Wait for every worker's reply; a dead or failed worker stops them all and raises."""

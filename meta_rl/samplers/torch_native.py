@@ -23,7 +23,8 @@ from torch import Tensor, nn
 
 import meta_rl.envs  # noqa: F401  (registers the MetaRL/ families with Gymnasium)
 from meta_rl.episodes import Episodes
-from meta_rl.functional import Params, shared_as_views, task_distribution
+from meta_rl.finite import check_episodes
+from meta_rl.functional import Params, shared_as_views
 from meta_rl.samplers.base import Sampler
 
 
@@ -183,7 +184,7 @@ class TorchSampler(Sampler):
         with torch.random.fork_rng(devices=fork_devices), torch.inference_mode():
             torch.manual_seed(torch_seed)  # distributions sample from the global RNG only
             for _ in range(horizon):
-                dist = task_distribution(policy, params, obs.view(num_tasks, num_episodes, -1), 0)
+                dist = self.task_forward(policy, params, obs.view(num_tasks, num_episodes, -1), 0)
                 action = dist.sample()
                 log_probs.append(dist.log_prob(action).reshape(batch))
                 action = action.reshape(batch, *action.shape[2:])
@@ -204,7 +205,7 @@ class TorchSampler(Sampler):
         mask_t = stack(mask)
         truncated = torch.zeros_like(mask_t, dtype=torch.bool)
         truncated[-1] = mask_t[-1] > 0  # TimeLimit: set at the last step, even if terminated
-        return Episodes(
+        episodes = Episodes(
             observations=stack(observations),
             actions=stack(actions),
             rewards=stack(rewards),
@@ -213,3 +214,4 @@ class TorchSampler(Sampler):
             truncated=truncated,
             log_probs=stack(log_probs),
         )
+        return check_episodes(episodes, tasks)

@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from meta_rl.episodes import Episodes
+from meta_rl.finite import check_episodes
 from meta_rl.functional import Params
 from meta_rl.perf import cpu_count
 from meta_rl.samplers.base import EnvBatch, GymEnvs, Sampler, arrays_to_episodes, rollout
@@ -36,9 +37,19 @@ class VectorSampler(Sampler):
         reset_seeds, torch_seed = self.phase_seeds(tasks)
         arrays = self.empty_arrays()
         rollout(
-            self.envs, arrays, 0, policy, params, tasks, reset_seeds, torch_seed, device=self.device
+            self.envs,
+            arrays,
+            0,
+            policy,
+            params,
+            tasks,
+            reset_seeds,
+            torch_seed,
+            device=self.device,
+            task_forward=self.task_forward,
         )
-        return arrays_to_episodes(arrays, self.num_tasks, self.episodes_per_task, self.device)
+        episodes = arrays_to_episodes(arrays, self.num_tasks, self.episodes_per_task, self.device)
+        return check_episodes(episodes, tasks)
 
     def close(self) -> None:
         super().close()
