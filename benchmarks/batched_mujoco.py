@@ -26,7 +26,7 @@ def drive(backend: str, env_id: str, num_envs: int, steps: int, seed: int, threa
     import gymnasium as gym
     import numpy as np
 
-    from meta_rl.samplers.base import make_env_batch
+    from meta_rl.samplers.mujoco import make_env_batch
 
     batch = make_env_batch(
         backend, env_id, num_envs, {"max_episode_steps": HORIZON}, threads=threads

@@ -145,24 +145,6 @@ class GymEnvs(EnvBatch):
             env.close()
 
 
-def make_env_batch(
-    backend: str,
-    env_id: str,
-    num_envs: int,
-    env_kwargs: dict[str, Any] | None = None,
-    *,
-    threads: int = 1,
-) -> EnvBatch:
-    """``num_envs`` sub-envs of a family: ``gym`` (Gymnasium envs) or ``mujoco`` (batched)."""
-    if backend == "mujoco":
-        from meta_rl.samplers.mujoco import MuJoCoBatch
-
-        return MuJoCoBatch(env_id, num_envs, env_kwargs=env_kwargs, threads=threads)
-    if backend != "gym":
-        raise ValueError(f"unknown env backend {backend!r}: gym | mujoco")
-    return GymEnvs([gym.make(env_id, **(env_kwargs or {})) for _ in range(num_envs)])
-
-
 @torch.inference_mode()  # every tensor made here ends in a numpy array
 def rollout(
     sub_envs: EnvBatch | Sequence[gym.Env],

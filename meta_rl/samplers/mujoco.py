@@ -42,7 +42,7 @@ from gymnasium.utils import seeding
 from meta_rl.envs.ant import AntTaskEnv
 from meta_rl.envs.base import task_to_arrays
 from meta_rl.envs.half_cheetah import HalfCheetahTaskEnv
-from meta_rl.samplers.base import EnvBatch, make_family
+from meta_rl.samplers.base import EnvBatch, GymEnvs, make_family
 
 _PHYSICS = mujoco.mjtState.mjSTATE_PHYSICS  # qpos, qvel, act: what the reward and obs read
 
@@ -275,3 +275,19 @@ class MuJoCoBatch(EnvBatch):
             self._pool.shutdown()
             self._pool = None
         self._env.close()
+
+
+def make_env_batch(
+    backend: str,
+    env_id: str,
+    num_envs: int,
+    env_kwargs: dict[str, Any] | None = None,
+    *,
+    threads: int = 1,
+) -> EnvBatch:
+    """``num_envs`` sub-envs of a family: ``gym`` (Gymnasium envs) or ``mujoco`` (batched)."""
+    if backend == "mujoco":
+        return MuJoCoBatch(env_id, num_envs, env_kwargs=env_kwargs, threads=threads)
+    if backend != "gym":
+        raise ValueError(f"unknown env backend {backend!r}: gym | mujoco")
+    return GymEnvs([gym.make(env_id, **(env_kwargs or {})) for _ in range(num_envs)])

@@ -51,9 +51,9 @@ from meta_rl.samplers.base import (
     Sampler,
     arrays_to_episodes,
     episode_array_specs,
-    make_env_batch,
     rollout,
 )
+from meta_rl.samplers.mujoco import make_env_batch
 
 Layout = dict[str, tuple[np.dtype, tuple[int, ...], int]]  # name -> dtype, shape, byte offset
 
