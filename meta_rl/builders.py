@@ -141,6 +141,10 @@ def build_sampler(config: Config, device: torch.device) -> Sampler:
         return ProcessSampler(*args, num_workers=tr.num_workers, **kwargs)
     if tr.sampler == "mujoco":
         return _build_mujoco_sampler(config, args, kwargs)
+    if tr.sampler == "ray":
+        from meta_rl.samplers.ray_sampler import RaySampler
+
+        return RaySampler(*args, num_workers=tr.num_workers, address=tr.ray_address, **kwargs)
     if tr.sampler == "torch":
         from meta_rl.samplers.torch_native import TorchSampler
 

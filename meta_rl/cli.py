@@ -204,6 +204,7 @@ def _error_code(exc: Exception) -> int | None:
     for module, name, code in (
         ("meta_rl.runs", "RunDirError", EXIT_USAGE),
         ("meta_rl.checkpoint", "CheckpointError", EXIT_FAILURE),
+        ("meta_rl.samplers.ray_sampler", "RayClusterError", EXIT_FAILURE),
     ):
         cls = getattr(sys.modules.get(module), name, None)
         if cls is not None and isinstance(exc, cls):

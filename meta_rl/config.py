@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import importlib.util
 import inspect
 import re
 import types
@@ -43,7 +44,7 @@ from meta_rl.algorithms.settings import (
 ALGORITHMS: tuple[str, ...] = tuple(ALGORITHM_SETTINGS)
 """Meta-learners the trainer knows (``algo.name``)."""
 
-Sampler = Literal["vector", "process", "torch", "mujoco"]
+Sampler = Literal["vector", "process", "torch", "mujoco", "ray"]
 PolicyKind = Literal["mlp", "gru", "sb3"]
 DEVICE_NAMES = ("cpu", "cuda", "auto")
 
@@ -107,10 +108,15 @@ class TrainConfig:
     leaves the process alone"""
     sampler: Sampler = "vector"
     """sampler backend: vector (in-process) | process (worker per core) | torch (tensor envs) |
-    mujoco (HalfCheetah/Ant families stepped batched, same episodes as vector)"""
+    mujoco (HalfCheetah/Ant families stepped batched, same episodes as vector) | ray (actors on
+    a Ray cluster or a private local Ray, same episodes as vector; extra meta-rl[ray])"""
     num_workers: Annotated[Int, Field(ge=1)] | None = None
     """worker processes of the process sampler (None: one per core); mujoco: None steps
-    in-process with a thread per core, N shards the batch over N worker processes"""
+    in-process with a thread per core, N shards the batch over N worker processes; ray: actors
+    (None: one per core of this machine)"""
+    ray_address: Str | None = None
+    """ray sampler: None starts a private Ray on this machine (127.0.0.1, num_workers CPUs);
+    auto or host:port joins a cluster started with `ray start` (README: Running on a cluster)"""
     eval_every: Annotated[Int, Field(ge=0)] = 0
     """held-out evaluation (as `meta-rl evaluate`) every N iterations, logged as eval/; 0: off"""
     eval_tasks: Annotated[Int, Field(ge=2)] = 10
@@ -127,6 +133,16 @@ class TrainConfig:
         if self.eval_patience and not self.eval_every:
             what = "needs train.eval_every >= 1 (it counts evaluations)"
             raise SettingError("eval_patience", what, self.eval_patience)
+        return self
+
+    @model_validator(mode="after")
+    def _ray_is_there(self) -> TrainConfig:
+        if self.sampler == "ray" and importlib.util.find_spec("ray") is None:
+            what = "needs Ray, which is not installed: pip install 'meta-rl[ray]'"
+            raise SettingError("sampler", what, self.sampler)
+        if self.ray_address is not None and self.sampler != "ray":
+            what = "is only used by train.sampler ray"
+            raise SettingError("ray_address", what, self.ray_address)
         return self
 
 

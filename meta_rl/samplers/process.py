@@ -6,11 +6,9 @@ buffer, so nothing crosses a process boundary per step (Gymnasium's ``AsyncVecto
 every step, and was slower than one process on 2 cores: ``benchmarks/RESULTS.md``). Workers
 start once, survive across iterations and use one torch thread each.
 
-Same seeds, same episodes as ``VectorSampler``: the parent draws the reset seeds and the torch
-seed exactly as it does, and each worker samples actions from a distribution padded to the
-*whole* batch (its shard's parameters in its rows) and keeps its rows. Torch's samplers consume
-random numbers by position, not by value, so every row gets the number it would get in one
-process.
+Same seeds, same episodes as ``VectorSampler``, for any number of workers: the shards, the
+phase's share of each and the rollout of a shard are ``meta_rl.samplers.shards``, which the Ray
+sampler shares.
 
 Shutdown: ``close()`` (also called by the trainer's ``finally``, by garbage collection and at
 interpreter exit); workers are daemonic (multiprocessing terminates them when the parent exits
@@ -25,8 +23,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import ctypes
-import functools
-import itertools
 import multiprocessing as mp
 import os
 import pickle
@@ -45,15 +41,11 @@ from torch import nn
 import meta_rl.envs  # noqa: F401  (registers the MetaRL/ families with Gymnasium)
 from meta_rl.episodes import Episodes
 from meta_rl.finite import check_episodes
-from meta_rl.functional import Params, TaskForward, flatten_distribution
+from meta_rl.functional import Params, TaskForward
 from meta_rl.perf import configure_worker, cpu_count
-from meta_rl.samplers.base import (
-    Sampler,
-    arrays_to_episodes,
-    episode_array_specs,
-    rollout,
-)
+from meta_rl.samplers.base import Sampler, arrays_to_episodes, episode_array_specs
 from meta_rl.samplers.mujoco import make_env_batch
+from meta_rl.samplers.shards import merge_shards, sample_shard, shard_bounds, split_phase
 
 Layout = dict[str, tuple[np.dtype, tuple[int, ...], int]]  # name -> dtype, shape, byte offset
 
@@ -92,23 +84,6 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _pad_to_batch(leaf: torch.Tensor, num_tasks: int, offset: int) -> torch.Tensor:
-    """``leaf[n, ...]`` placed at rows ``offset:offset+n`` of ``[num_tasks, ...]``; other rows
-    repeat row 0, so they are valid distribution parameters whatever the family."""
-    full = leaf[:1].expand(num_tasks, *leaf.shape[1:]).clone()
-    full[offset : offset + len(leaf)] = leaf
-    return full
-
-
-def _draw_as_whole_batch(
-    num_tasks: int, offset: int, dist: torch.distributions.Distribution
-) -> torch.Tensor:
-    """Actions for a shard's tasks, drawn as one process sampling all tasks would draw them."""
-    leaves, rebuild = flatten_distribution(dist)
-    padded = rebuild([_pad_to_batch(leaf, num_tasks, offset) for leaf in leaves])
-    return padded.sample()[offset : offset + len(leaves[0])]
-
-
 def _worker_main(
     conn: Connection,
     env_id: str,
@@ -136,25 +111,12 @@ def _worker_main(
         if message[0] == "close":
             return
         try:
-            _, policy_bytes, params, tasks, reset_seeds, torch_seed, num_tasks, offset = message
+            _, policy_bytes, phase = message
             if policy_bytes is not None:
                 policy = pickle.loads(policy_bytes)
             assert policy is not None
-            params = {k: torch.from_numpy(v) for k, v in params.items()}
-            end = rollout(
-                sub_envs,
-                arrays,
-                offset * episodes_per_task,
-                policy,
-                params,
-                tasks,
-                reset_seeds,
-                torch_seed,
-                device=torch.device("cpu"),
-                draw_action=functools.partial(_draw_as_whole_batch, num_tasks, offset),
-                stop_when_done=False,
-                task_forward=task_forward,
-            )
+            first_row = phase.offset * episodes_per_task
+            end = sample_shard(sub_envs, arrays, first_row, policy, phase, task_forward)
             conn.send(("ok", end))
         except Exception:
             conn.send(("error", traceback.format_exc()))
@@ -202,9 +164,7 @@ class ProcessSampler(Sampler):
             from meta_rl.samplers.mujoco import check_batchable
 
             check_batchable(self._env)
-        workers = max(1, min(num_workers or cpu_count(), num_tasks))
-        bounds = np.linspace(0, num_tasks, workers + 1).round().astype(int)
-        self.shards = [(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+        self.shards = shard_bounds(num_tasks, num_workers or cpu_count())
         self._layout = _layout(
             episode_array_specs(self.horizon, self.batch_size, self.obs_dim, self.action_space)
         )
@@ -273,18 +233,13 @@ class ProcessSampler(Sampler):
             policy_bytes = pickle.dumps(copy.deepcopy(policy).cpu())
             self._sent_policy = policy
         host = {k: v.detach().cpu().numpy() for k, v in params.items()}
-        for conn, (a, b) in zip(self._conns, self.shards, strict=True):
-            shard = {k: np.ascontiguousarray(v[a:b]) for k, v in host.items()}
-            seeds = reset_seeds[a * num_episodes : b * num_episodes]
-            message = ("sample", policy_bytes, shard, list(tasks[a:b]), seeds, torch_seed)
+        phases = split_phase(host, tasks, reset_seeds, torch_seed, self.shards, num_episodes)
+        for conn, phase in zip(self._conns, phases, strict=True):
             with contextlib.suppress(OSError):  # a dead worker is reported by _gather
-                conn.send((*message, num_tasks, a))
+                conn.send(("sample", policy_bytes, phase))
         end = self._gather()
 
-        arrays = {name: array.copy() for name, array in self._arrays.items()}
-        for name, array in arrays.items():
-            if name != "observations":
-                array[end:] = 0  # VectorSampler stops drawing actions once every episode ended
+        arrays = merge_shards({name: array.copy() for name, array in self._arrays.items()}, end)
         return check_episodes(
             arrays_to_episodes(arrays, num_tasks, num_episodes, self.device), tasks
         )

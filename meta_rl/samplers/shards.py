@@ -1,0 +1,135 @@
+"""What the sharded samplers share: the shard layout, a phase's share per shard, a shard's
+rollout and the merge of the shards' rows back into one batch.
+
+``ProcessSampler`` (worker processes on this machine) and ``RaySampler`` (Ray actors, possibly
+on other machines) split a meta-batch the same way: worker ``i`` owns the sub-envs of a fixed,
+contiguous run of tasks. Each phase the parent draws the reset seeds and the torch seed exactly
+as ``VectorSampler`` does and hands every shard its slice (``split_phase``); the worker samples
+actions from a distribution padded to the *whole* batch (its shard's parameters in its rows)
+and keeps its rows (``draw_as_whole_batch``). Torch's samplers consume random numbers by
+position, not by value, so every row gets the number it would get in one process, for any
+number of shards. A shard re-sampled from the same ``ShardPhase`` (an actor restarted after a
+crash) gives bitwise the same rows.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from meta_rl.functional import TaskForward, flatten_distribution
+from meta_rl.samplers.base import EnvBatch, EpisodeArrays, rollout
+
+
+def shard_bounds(num_tasks: int, num_workers: int) -> list[tuple[int, int]]:
+    """Contiguous task ranges ``[a, b)``, as even as possible, one per worker (at most one
+    worker per task)."""
+    workers = max(1, min(num_workers, num_tasks))
+    bounds = np.linspace(0, num_tasks, workers + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+
+
+@dataclass(frozen=True)
+class ShardPhase:
+    """One shard's share of a sampling phase: plain arrays and lists, cheap to pickle."""
+
+    params: dict[str, np.ndarray]  # the shard's tasks' parameter sets (leading dim: task)
+    tasks: list[dict[str, Any]]
+    reset_seeds: np.ndarray  # one per sub-env of the shard
+    torch_seed: int
+    num_tasks: int  # of the whole meta-batch
+    offset: int  # the shard's first task in the whole meta-batch
+
+
+def split_phase(
+    params: dict[str, np.ndarray],
+    tasks: Sequence[dict[str, Any]],
+    reset_seeds: np.ndarray,
+    torch_seed: int,
+    shards: Sequence[tuple[int, int]],
+    episodes_per_task: int,
+) -> list[ShardPhase]:
+    """Every shard's ``ShardPhase`` from the whole phase's parameters (host arrays) and seeds."""
+    return [
+        ShardPhase(
+            {k: np.ascontiguousarray(v[a:b]) for k, v in params.items()},
+            list(tasks[a:b]),
+            reset_seeds[a * episodes_per_task : b * episodes_per_task],
+            torch_seed,
+            len(tasks),
+            a,
+        )
+        for a, b in shards
+    ]
+
+
+def _pad_to_batch(leaf: torch.Tensor, num_tasks: int, offset: int) -> torch.Tensor:
+    """``leaf[n, ...]`` placed at rows ``offset:offset+n`` of ``[num_tasks, ...]``; other rows
+    repeat row 0, so they are valid distribution parameters whatever the family."""
+    full = leaf[:1].expand(num_tasks, *leaf.shape[1:]).clone()
+    full[offset : offset + len(leaf)] = leaf
+    return full
+
+
+def draw_as_whole_batch(
+    num_tasks: int, offset: int, dist: torch.distributions.Distribution
+) -> torch.Tensor:
+    """Actions for a shard's tasks, drawn as one process sampling all tasks would draw them."""
+    leaves, rebuild = flatten_distribution(dist)
+    padded = rebuild([_pad_to_batch(leaf, num_tasks, offset) for leaf in leaves])
+    return padded.sample()[offset : offset + len(leaves[0])]
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    # arrays from Ray's object store are read-only views; torch wants to own writable memory
+    return torch.from_numpy(array if array.flags.writeable else array.copy())
+
+
+def sample_shard(
+    sub_envs: EnvBatch,
+    arrays: EpisodeArrays,
+    first_row: int,
+    policy: nn.Module,
+    phase: ShardPhase,
+    task_forward: TaskForward,
+) -> int:
+    """One episode per sub-env of the shard into rows ``first_row:``; runs to the horizon
+    (the parent cuts at the batch's last step, ``merge_shards``). Returns the shard's end."""
+    return rollout(
+        sub_envs,
+        arrays,
+        first_row,
+        policy,
+        {k: _tensor(v) for k, v in phase.params.items()},
+        phase.tasks,
+        phase.reset_seeds,
+        phase.torch_seed,
+        device=torch.device("cpu"),
+        draw_action=functools.partial(draw_as_whole_batch, phase.num_tasks, phase.offset),
+        stop_when_done=False,
+        task_forward=task_forward,
+    )
+
+
+def merge_shards(
+    arrays: EpisodeArrays,
+    end: int,
+    parts: Sequence[tuple[int, EpisodeArrays]] = (),
+) -> EpisodeArrays:
+    """The batch's arrays: ``arrays`` with each ``(first_row, shard_arrays)`` of ``parts``
+    written at its rows, and everything but observations zeroed from step ``end`` on
+    (``VectorSampler`` stops drawing actions once every episode has ended)."""
+    for first_row, part in parts:
+        for name, array in part.items():
+            arrays[name][:, first_row : first_row + array.shape[1]] = array
+    for name, array in arrays.items():
+        if name != "observations":
+            array[end:] = 0
+    return arrays
