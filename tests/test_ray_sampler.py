@@ -155,33 +155,35 @@ def test_same_episodes_as_the_vector_and_process_samplers(local_ray):
                 _assert_bitwise(sampler.sample(policy, params, tasks), expected)
 
 
-@pytest.mark.parametrize("how", ["ray.kill", "SIGKILL mid-phase"])
-def test_a_dead_actor_is_replaced_and_its_shard_resampled_bitwise(local_ray, how, caplog):
+def test_a_dead_actor_is_replaced_and_its_shard_resampled_bitwise(local_ray, caplog):
+    """Killed by ``ray.kill`` before a phase, then its process by SIGKILL in the middle of
+    one: each time the phase's episodes are those of the same phase without a fault."""
     kwargs = _kwargs(num_tasks=4, episodes=8, steps=1000)  # a phase long enough to kill into
     with RaySampler(CHEETAH, num_workers=2, **kwargs) as sampler:
         policy = make_policy(sampler.observation_space, sampler.action_space, (16,), "tanh")
-        tasks = sampler.sample_tasks()
         params = _per_task_params(policy, 4, 0)
-        state = sampler.rng_state()
-        expected = sampler.sample(policy, params, tasks)  # the same phase, without a fault
-        sampler.set_rng_state(state)
-        victim = sampler.worker_pids[1]
-        if how == "ray.kill":
-            ray.kill(sampler.actors[1])
-            killer = None
-        else:
+        for restarts, how in enumerate(("ray.kill", "SIGKILL mid-phase"), 1):
+            tasks = sampler.sample_tasks()
+            state = sampler.rng_state()
+            expected = sampler.sample(policy, params, tasks)  # the phase without a fault
+            sampler.set_rng_state(state)
+            victim = sampler.worker_pids[1]
             killer = threading.Timer(0.3, os.kill, (victim, signal.SIGKILL))
-            killer.start()
-        with caplog.at_level(logging.WARNING, logger="meta_rl.samplers.ray_sampler"):
-            episodes = sampler.sample(policy, params, tasks)
-        if killer is not None:
-            killer.join()
-        _assert_bitwise(episodes, expected)
-        assert sampler.restarts == 1 and sampler.worker_pids[1] != victim
-        [record] = caplog.records
-        message = record.getMessage()
-        assert "\n" not in message
-        assert f"actor 1 (pid {victim} on 127.0.0.1, tasks 2-3) died while sampling" in message
+            if how == "ray.kill":
+                ray.kill(sampler.actors[1])
+            else:
+                killer.start()
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="meta_rl.samplers.ray_sampler"):
+                episodes = sampler.sample(policy, params, tasks)
+            if how != "ray.kill":
+                killer.join()
+            _assert_bitwise(episodes, expected)
+            assert sampler.restarts == restarts and sampler.worker_pids[1] != victim, how
+            [record] = caplog.records
+            message = record.getMessage()
+            assert "\n" not in message
+            assert f"actor 1 (pid {victim} on 127.0.0.1, tasks 2-3) died while sampling" in message
     assert not _wait_gone({victim, *sampler.worker_pids})
 
 
@@ -357,3 +359,37 @@ def test_training_on_a_two_node_cluster_matches_the_process_sampler(tmp_path):
     assert local.returncode == 0, local.stderr[-3000:]
     assert len(_progress(tmp_path / "ray")) == 2
     assert _progress(tmp_path / "ray") == _progress(tmp_path / "process")
+
+
+def test_resume_after_kill_9_of_the_driver_is_bitwise_and_leaves_no_ray_behind(tmp_path):
+    """The driver (with the private Ray it started) killed by SIGKILL inside an iteration, then
+    `--resume`: the same rows and policy as a straight run (the harness of
+    ``test_run_safety``'s process-sampler test)."""
+    from test_run_safety import _same_policy, _start, _wait_for_rows, rows
+
+    temp_dir = f"/tmp/mrl-ray-{secrets.token_hex(4)}"  # RAY_TMPDIR: this test's Ray sessions
+    env = {**os.environ, "RAY_TMPDIR": temp_dir}
+    env.pop("RAY_AUTH_TOKEN", None)  # each driver makes its own, as a user's would
+    config = TINY.replace("num_workers: 2}", "num_workers: 2, checkpoint_every: 1}")
+    (tmp_path / "r.yaml").write_text(config)
+    sampler = ["--set", "train.sampler=ray"]
+    try:
+        straight = meta_rl(
+            "train", "r.yaml", "--run-dir", "straight", *sampler, cwd=tmp_path, env=env
+        )
+        assert straight.returncode == 0, straight.stderr[-3000:]
+        process = _start(["train", "r.yaml", "--run-dir", "killed", *sampler], tmp_path, env)
+        _wait_for_rows(process, tmp_path / "killed", 1, timeout=240)
+        time.sleep(0.3)  # inside the next iteration
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate(timeout=60)
+        resumed = meta_rl("train", "--resume", "killed", cwd=tmp_path, env=env)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert not _wait_gone(_session_pids(temp_dir)), "Ray processes outlived their driver"
+    finally:
+        _stop(_session_pids(temp_dir))
+    keys = ("iteration", "env_steps", "return_pre_adapt", "return_post_adapt", "trpo_kl")
+    assert [[r[k] for k in keys] for r in rows(tmp_path / "killed")] == [
+        [r[k] for k in keys] for r in rows(tmp_path / "straight")
+    ]
+    assert _same_policy(tmp_path / "killed", tmp_path / "straight")

@@ -197,10 +197,11 @@ def test_config_errors_found_when_building_leave_no_run_dir(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]  # no runs/, no r/
 
 
-def _start(args: list[str], cwd: Path) -> subprocess.Popen:
+def _start(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "meta_rl.cli", *args],
         cwd=cwd,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
