@@ -40,18 +40,18 @@ from torch import nn
 
 import meta_rl.envs  # noqa: F401  (registers the MetaRL/ families with Gymnasium)
 from meta_rl.episodes import Episodes
-from meta_rl.finite import check_episodes
 from meta_rl.functional import Params, TaskForward
 from meta_rl.perf import configure_worker, cpu_count
-from meta_rl.samplers.base import Sampler, arrays_to_episodes, episode_array_specs
+from meta_rl.samplers.base import episode_array_specs
 from meta_rl.samplers.mujoco import make_env_batch
-from meta_rl.samplers.shards import merge_shards, sample_shard, shard_bounds, split_phase
+from meta_rl.samplers.shards import (
+    SamplerWorkerError,
+    ShardedSampler,
+    sample_shard,
+    shard_bounds,
+)
 
 Layout = dict[str, tuple[np.dtype, tuple[int, ...], int]]  # name -> dtype, shape, byte offset
-
-
-class SamplerWorkerError(RuntimeError):
-    """A sampler worker died or raised; the message names it and carries its traceback."""
 
 
 def _layout(specs: dict[str, tuple[np.dtype, tuple[int, ...]]]) -> Layout:
@@ -138,7 +138,7 @@ def _shutdown(processes: list[Any], conns: list[Connection]) -> None:
         conn.close()
 
 
-class ProcessSampler(Sampler):
+class ProcessSampler(ShardedSampler):
     """``VectorSampler``'s interface with the tasks sharded over ``num_workers`` processes.
 
     ``num_workers`` defaults to one per core (capped at the number of tasks). ``env_backend``
@@ -209,40 +209,20 @@ class ProcessSampler(Sampler):
     def worker_pids(self) -> list[int]:
         return [p.pid for p in self._processes]
 
-    def close(self) -> None:
-        """Stop the workers (idempotent)."""
-        self._finalizer()
-        super().close()
-
-    def __enter__(self) -> ProcessSampler:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def sample(
         self, policy: nn.Module, params: Params, tasks: Sequence[dict[str, Any]]
     ) -> Episodes:
         """One episode per sub-env; ``params`` holds one parameter set per task (leading dim)."""
-        if not self._finalizer.alive:
-            raise SamplerWorkerError("sampler is closed")
-        num_tasks, num_episodes = self.num_tasks, self.episodes_per_task
-        reset_seeds, torch_seed = self.phase_seeds(tasks)
+        phases = self._split(params, tasks)
         policy_bytes = None
         if policy is not self._sent_policy:  # the module once; parameters every phase
             policy_bytes = pickle.dumps(copy.deepcopy(policy).cpu())
             self._sent_policy = policy
-        host = {k: v.detach().cpu().numpy() for k, v in params.items()}
-        phases = split_phase(host, tasks, reset_seeds, torch_seed, self.shards, num_episodes)
         for conn, phase in zip(self._conns, phases, strict=True):
             with contextlib.suppress(OSError):  # a dead worker is reported by _gather
                 conn.send(("sample", policy_bytes, phase))
         end = self._gather()
-
-        arrays = merge_shards({name: array.copy() for name, array in self._arrays.items()}, end)
-        return check_episodes(
-            arrays_to_episodes(arrays, num_tasks, num_episodes, self.device), tasks
-        )
+        return self._episodes({name: a.copy() for name, a in self._arrays.items()}, end, tasks)
 
     def _gather(self) -> int:
         """Wait for every worker's reply; a dead or failed worker stops them all and raises."""

@@ -40,17 +40,15 @@ from gymnasium import spaces
 from torch import nn
 
 from meta_rl.episodes import Episodes
-from meta_rl.finite import check_episodes
 from meta_rl.functional import Params, TaskForward
 from meta_rl.perf import configure_worker, cpu_count
-from meta_rl.samplers.base import Sampler, arrays_to_episodes, episode_array_specs
-from meta_rl.samplers.process import SamplerWorkerError
+from meta_rl.samplers.base import episode_array_specs
 from meta_rl.samplers.shards import (
+    SamplerWorkerError,
+    ShardedSampler,
     ShardPhase,
-    merge_shards,
     sample_shard,
     shard_bounds,
-    split_phase,
 )
 
 RAY_EXTRA = "pip install 'meta-rl[ray]'"
@@ -211,7 +209,7 @@ def _stop(actors: list[Any], owns_ray: bool) -> None:
         ray.shutdown()
 
 
-class RaySampler(Sampler):
+class RaySampler(ShardedSampler):
     """``ProcessSampler``'s interface with the shards on ``num_workers`` Ray actors.
 
     ``address``: None starts a private local Ray with ``num_workers`` CPUs (default: one per
@@ -300,33 +298,16 @@ class RaySampler(Sampler):
     def worker_pids(self) -> list[int]:
         return [pid for pid, _ in self._places]
 
-    def close(self) -> None:
-        """Kill the actors, and stop Ray if this sampler started it (idempotent)."""
-        self._finalizer()
-        super().close()
-
-    def __enter__(self) -> RaySampler:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def sample(
         self, policy: nn.Module, params: Params, tasks: Sequence[dict[str, Any]]
     ) -> Episodes:
         """One episode per sub-env; ``params`` holds one parameter set per task (leading dim)."""
         import ray
 
-        if not self._finalizer.alive:
-            raise SamplerWorkerError("sampler is closed")
-        reset_seeds, torch_seed = self.phase_seeds(tasks)
+        phases = self._split(params, tasks)
         if policy is not self._sent_policy:  # the module once; parameters every phase
             self._policy_ref = ray.put(copy.deepcopy(policy).cpu())
             self._sent_policy, self._policy_version = policy, self._policy_version + 1
-        host = {k: v.detach().cpu().numpy() for k, v in params.items()}
-        phases = split_phase(
-            host, tasks, reset_seeds, torch_seed, self.shards, self.episodes_per_task
-        )
         pending = {self._submit(i, phase): (i, phase) for i, phase in enumerate(phases)}
         parts, end, restarts = [], 0, itertools.count(1)
         while pending:
@@ -349,9 +330,7 @@ class RaySampler(Sampler):
                 raise SamplerWorkerError(f"ray sampler actor {index} raised:\n{exc}") from exc
             parts.append((phase.offset * self.episodes_per_task, arrays))
             end = max(end, shard_end)
-        arrays = merge_shards(self.empty_arrays(), end, parts)
-        episodes = arrays_to_episodes(arrays, self.num_tasks, self.episodes_per_task, self.device)
-        return check_episodes(episodes, tasks)
+        return self._episodes(self.empty_arrays(), end, tasks, parts)
 
     def _submit(self, index: int, phase: ShardPhase) -> Any:
         actor = self._actors[index]

@@ -1,5 +1,5 @@
 """What the sharded samplers share: the shard layout, a phase's share per shard, a shard's
-rollout and the merge of the shards' rows back into one batch.
+rollout, the merge of the shards' rows back into one batch, and ``ShardedSampler`` around them.
 
 ``ProcessSampler`` (worker processes on this machine) and ``RaySampler`` (Ray actors, possibly
 on other machines) split a meta-batch the same way: worker ``i`` owns the sub-envs of a fixed,
@@ -16,16 +16,23 @@ from __future__ import annotations
 
 import functools
 import itertools
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from meta_rl.functional import TaskForward, flatten_distribution
-from meta_rl.samplers.base import EnvBatch, EpisodeArrays, rollout
+from meta_rl.episodes import Episodes
+from meta_rl.finite import check_episodes
+from meta_rl.functional import Params, TaskForward, flatten_distribution
+from meta_rl.samplers.base import EnvBatch, EpisodeArrays, Sampler, arrays_to_episodes, rollout
+
+
+class SamplerWorkerError(RuntimeError):
+    """A sampler worker died or raised; the message names it and carries its traceback."""
 
 
 def shard_bounds(num_tasks: int, num_workers: int) -> list[tuple[int, int]]:
@@ -133,3 +140,47 @@ def merge_shards(
         if name != "observations":
             array[end:] = 0
     return arrays
+
+
+S = TypeVar("S", bound="ShardedSampler")
+
+
+class ShardedSampler(Sampler):
+    """A sampler whose workers each own one of ``shards``; subclasses start the workers, set
+    ``_finalizer`` (stops them) and send each phase's ``ShardPhase`` list (``_split``) out."""
+
+    shards: list[tuple[int, int]]
+    _finalizer: weakref.finalize
+
+    def close(self) -> None:
+        """Stop the workers (idempotent)."""
+        self._finalizer()
+        super().close()
+
+    def __enter__(self: S) -> S:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _split(self, params: Params, tasks: Sequence[dict[str, Any]]) -> list[ShardPhase]:
+        """This phase's seeds (drawn as ``VectorSampler`` draws them) and parameters, per shard."""
+        if not self._finalizer.alive:
+            raise SamplerWorkerError("sampler is closed")
+        reset_seeds, torch_seed = self.phase_seeds(tasks)
+        host = {k: v.detach().cpu().numpy() for k, v in params.items()}
+        return split_phase(
+            host, tasks, reset_seeds, torch_seed, self.shards, self.episodes_per_task
+        )
+
+    def _episodes(
+        self,
+        arrays: EpisodeArrays,
+        end: int,
+        tasks: Sequence[dict[str, Any]],
+        parts: Sequence[tuple[int, EpisodeArrays]] = (),
+    ) -> Episodes:
+        """The phase's ``Episodes`` from the merged arrays (``merge_shards``), checked."""
+        arrays = merge_shards(arrays, end, parts)
+        episodes = arrays_to_episodes(arrays, self.num_tasks, self.episodes_per_task, self.device)
+        return check_episodes(episodes, tasks)
