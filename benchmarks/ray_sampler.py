@@ -36,6 +36,7 @@ from benchmarks.common import (
     table,
     write,
 )
+from meta_rl.tables import format_table
 
 PHASES_PER_ITERATION = 2  # MAML-TRPO with one inner step: pre- and post-adaptation batches
 
@@ -254,6 +255,10 @@ def model(
     return rows
 
 
+def _markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    return format_table(columns, [[r.get(c, "") for c in columns] for r in rows], markdown=True)
+
+
 def plot(rows: list[dict[str, Any]], learner_s: float, path: Path) -> None:
     import matplotlib
 
@@ -312,6 +317,24 @@ def run(args: argparse.Namespace) -> None:
     png = args.out / "ray_scaling.png"
     plot(rows, learner_s, png)
     print(f"-> {png}")
+    report = args.out / "ray_scaling.md"
+    report.write_text(
+        "\n\n".join(
+            [
+                f"Sampling, {args.workers} workers each ({title}, best of {args.repeats}):",
+                _markdown(speed, ["sampler", "phase_s", "steps/s", "of_process", "load"]),
+                f"MAML-TRPO seconds per iteration (mean of {args.iterations} after 1 warm-up):",
+                _markdown(its, list(its[0])),
+                "Ray sampler costs on this machine (seconds; bytes per phase):",
+                _markdown([measured], list(measured)),
+                f"Model: {args.cores_per_node} cores per worker node, learner {learner_s:.2f} s "
+                f"(measured), {args.gbit:g} Gbit/s to the learner node:",
+                _markdown(rows, list(rows[0])),
+            ]
+        )
+        + "\n"
+    )
+    print(f"-> {report}")
     payload = {"throughput": speed, "iterations": its, "costs": measured, "model": rows}
     write(args.out, f"ray_{args.family}_{args.net}", {**payload, "args": jsonable(args)})
 

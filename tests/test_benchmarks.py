@@ -69,3 +69,34 @@ def test_bench_iteration_columns_are_the_phases_the_learner_reports():
         torch.set_num_threads(threads)  # the benchmark sets it for its own process
     assert all(result[phase] > 0.0 for phase in PHASES), {p: result[p] for p in PHASES}
     assert sum(result[phase] for phase in PHASES) <= result["total"]
+
+
+def test_ray_cluster_model_arithmetic():
+    """The model's phase: dispatch scaled by actors, shipping over the link beyond one node,
+    the slowest shard's steps; actors capped at one per task; the learner bound when the
+    sampling phases take less than it."""
+    import argparse
+
+    from benchmarks.ray_sampler import model
+
+    args = argparse.Namespace(
+        tasks=8, episodes=10, horizon=100, workers=2, cores_per_node=2, gbit=8.0
+    )
+    measured = {
+        "dispatch_s": 0.002,
+        "broadcast_s": 0.01,
+        "return_s": 0.02,
+        "return_bytes": 1e9,
+        "broadcast_bytes": 0.0,
+        "step_s": 1e-4,
+        "env_step_s": 1e-5,
+    }
+    one, two, four = model(measured, learner_s=1.0, args=args, nodes=[1, 2, 4])
+    assert one["actors"] == 2 and two["actors"] == 4 and four["actors"] == 8
+    # 1 node: 2 actors, 40 envs each; no link crossed
+    assert one["phase_s"] == pytest.approx(0.002 + 0.03 + 100 * (1e-4 + 40 * 1e-5))
+    # 2 nodes: 4 actors, 20 envs each; 1 GB over 8 Gbit/s is 1 s
+    assert two["phase_s"] == pytest.approx(0.004 + 0.03 + 1.0 + 100 * (1e-4 + 20 * 1e-5))
+    assert one["iteration_s"] == pytest.approx(1.0 + 2 * one["phase_s"])
+    assert [r["bottleneck"] for r in (one, two)] == ["learner", "sampling"]
+    assert one["500 it (h)"] == pytest.approx(500 * one["iteration_s"] / 3600)
