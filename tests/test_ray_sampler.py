@@ -168,7 +168,7 @@ def test_a_dead_actor_is_replaced_and_its_shard_resampled_bitwise(local_ray, cap
             expected = sampler.sample(policy, params, tasks)  # the phase without a fault
             sampler.set_rng_state(state)
             victim = sampler.worker_pids[1]
-            killer = threading.Timer(0.3, os.kill, (victim, signal.SIGKILL))
+            killer = threading.Timer(0.1, os.kill, (victim, signal.SIGKILL))
             if how == "ray.kill":
                 ray.kill(sampler.actors[1])
             else:
