@@ -236,7 +236,9 @@ def model(
         dispatch = measured["dispatch_s"] * actors / args.workers
         transfer = (measured["return_bytes"] + measured["broadcast_bytes"]) / link if n > 1 else 0
         ship = measured["broadcast_s"] + measured["return_s"] + transfer
-        steps = args.horizon * (measured["step_s"] + envs * measured["env_step_s"])
+        # a step's own cost is not negative: a fit below zero means it is lost in the noise
+        own = max(measured["step_s"], 0.0)
+        steps = args.horizon * (own + envs * measured["env_step_s"])
         phase = dispatch + ship + steps
         iteration = learner_s + PHASES_PER_ITERATION * phase
         rows.append(
@@ -286,12 +288,16 @@ def run(args: argparse.Namespace) -> None:
     from meta_rl.perf import configure_learner
 
     configure_learner()
-    import ray
+    if args.from_json is not None:  # the model and the report again, from a saved run
+        saved = json.loads(args.from_json.read_text())
+        speed, its, measured = saved["throughput"], saved["iterations"], saved["costs"]
+    else:
+        import ray
 
-    speed = throughput(args)
-    measured = costs(args)
-    ray.shutdown()  # the iteration children start their own
-    its = iterations(args)
+        speed = throughput(args)
+        measured = costs(args)
+        ray.shutdown()  # the iteration children start their own
+        its = iterations(args)
     learner_s = min(r["learner_s"] for r in its)  # the same learner code: the quieter run
     nodes = [2**i for i in range(7)]
     rows = model(measured, learner_s, args, nodes)
@@ -348,4 +354,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--iterations", type=int, default=2)
     r.add_argument("--cores-per-node", type=int, default=2)
     r.add_argument("--gbit", type=float, default=10.0, help="assumed link to the learner node")
+    r.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        help="rebuild the model and report from this run's JSON instead of measuring",
+    )
     r.set_defaults(fn=run)
