@@ -224,6 +224,7 @@ def make_eval_sampler(
         max_episode_steps=config.env.max_episode_steps,
         device=device,
         task_forward=closed_form.task_forward,  # as build_sampler: the same episodes
+        clip_actions=config.train.clip_actions,
     )
 
 
