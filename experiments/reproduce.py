@@ -45,7 +45,9 @@ class Budget:
 
     overrides: tuple[str, ...] = ()  # --set overrides on the benchmark's MAML config
     reptile_overrides: tuple[str, ...] = ()  # ... on its Reptile config (own batch sizes)
-    ppo_timesteps: int = 100_000  # SB3 PPO env steps for "pretrained" and for "oracle"
+    # SB3 PPO env steps of "pretrained" and the cap of "oracle" (which stops once its curve is
+    # flat); None: as many as the meta-learner it is compared with consumed (the default)
+    ppo_timesteps: int | None = None
     eval_tasks: int = 40
     eval_episodes: int = 20
     ci_configs: bool = False  # start from the *_ci.yaml configs (tiny budget)
@@ -72,7 +74,6 @@ _TINY_OVERRIDES = (
 _TINY = Budget(
     overrides=_TINY_OVERRIDES,
     reptile_overrides=_TINY_OVERRIDES,
-    ppo_timesteps=64,
     eval_tasks=3,
     eval_episodes=2,
     ci_configs=True,
@@ -89,10 +90,8 @@ _MUJOCO_SMALL_OVERRIDES = (
     "train.episodes_per_task=10",
 )
 _MUJOCO_BUDGETS = {
-    "small": Budget(
-        _MUJOCO_SMALL_OVERRIDES, ppo_timesteps=100_000, eval_tasks=20, eval_episodes=10
-    ),
-    "paper": Budget(("train.iterations=500",), ppo_timesteps=1_000_000),
+    "small": Budget(_MUJOCO_SMALL_OVERRIDES, eval_tasks=20, eval_episodes=10),
+    "paper": Budget(("train.iterations=500",)),
     "tiny": _TINY,
 }
 
@@ -104,8 +103,18 @@ BENCHMARKS: dict[str, Benchmark] = {
             "navigation2d",
             {
                 # the paper's batch (20 tasks x 20 episodes), 50 meta-iterations
-                "small": Budget(("train.iterations=50",), ppo_timesteps=100_000),
-                "paper": Budget(("train.iterations=500",), ppo_timesteps=1_000_000),
+                "small": Budget(("train.iterations=50",)),
+                # the `make run` batch (10 tasks x 10 episodes), 20 meta-iterations: ~0.4 M steps
+                "quick": Budget(
+                    (
+                        "train.iterations=20",
+                        "train.meta_batch_size=10",
+                        "train.episodes_per_task=10",
+                    ),
+                    eval_tasks=20,
+                    eval_episodes=10,
+                ),
+                "paper": Budget(("train.iterations=500",)),
                 "tiny": _TINY,
             },
             paper={
@@ -130,7 +139,6 @@ BENCHMARKS: dict[str, Benchmark] = {
                         "train.checkpoint_every=25",
                         "train.sampler=process",
                     ),
-                    ppo_timesteps=100_000,
                     eval_tasks=20,
                     eval_episodes=10,
                 ),
@@ -315,6 +323,84 @@ def _fmt_seconds(s: float) -> str:
     return f"{s:.1f} s" if s < 10 else f"{s:.0f} s"
 
 
+def oracle_warnings(curves: Sequence[Any]) -> list[str]:
+    """Why this table's oracle is not an upper bound, if it is not: a meta-learner that beats
+    it after adaptation (the oracle is undertrained), or an oracle stopped by its cap."""
+    oracle = next((c for c in curves if c.method == "oracle"), None)
+    if oracle is None:
+        return []
+    best = max(mean for mean, _ in oracle.mean_ci())
+    steps = int(oracle.info.get("train_env_steps", 0))
+    warnings = []
+    for curve in curves:
+        if curve.method in BASELINES:
+            continue
+        beaten = [(k, m) for k, (m, _) in enumerate(curve.mean_ci()) if k >= 1 and m > best]
+        if beaten:
+            k, mean = beaten[0]
+            warnings.append(
+                f"{curve.method} after {k} step{'s' if k > 1 else ''} ({mean:.1f}) beats the "
+                f"oracle (its best: {best:.1f}, trained for {_fmt_steps(steps)} env steps, "
+                f"stopped by: {oracle.info.get('stopped', '?')}). An oracle that observes the "
+                "task should not lose to adaptation: it is undertrained, and this table has "
+                "no upper bound."
+            )
+    if oracle.info.get("stopped") == "cap":
+        warnings.append(
+            f"the oracle reached its cap of {_fmt_steps(steps)} env steps before its learning "
+            "curve flattened: it may be undertrained."
+        )
+    return warnings
+
+
+def baseline_lines(curves: Sequence[Any]) -> list[str]:
+    """One budget line per SB3 baseline: env steps, where its settings come from, why it stopped."""
+    lines = []
+    for curve in curves:
+        if curve.method not in ("pretrained", "oracle"):
+            continue
+        info = curve.info
+        what = {
+            "pretrained": "a new random task every episode, the same env steps as the "
+            "meta-learner (default), then the same inner steps",
+            "oracle": "observes the task; trained until its learning curve is flat "
+            "(`meta_rl.agents.pretrained.FlatStop`: the last 3 chunks of training episodes "
+            "raised the best chunk mean by < 5 % of the whole gain), capped at the "
+            "meta-learner's env steps",
+        }[curve.method]
+        stopped = {"flat": "flattened", "cap": "cap reached, NOT flat", "budget": "budget"}
+        lines.append(
+            f"- {curve.method}: SB3 PPO, {what}; settings: {info.get('settings_source', '?')}; "
+            f"{_fmt_steps(int(info.get('train_env_steps', 0)))} env steps, "
+            f"{float(info.get('train_wall_s', 0.0)):.0f} s, stopped: "
+            f"{stopped.get(info.get('stopped', ''), '?')}."
+        )
+    return lines
+
+
+def paper_budget_line(benchmark: Benchmark, trained: dict[str, dict[str, Any]]) -> str:
+    """The paper-budget config's env steps (its batch x horizon x phases x iterations) next to
+    what MAML-TRPO consumed here."""
+    import gymnasium as gym
+
+    from meta_rl.config import load_config
+
+    budget = benchmark.budgets["paper"]
+    paper = load_config(_config_path("maml", benchmark, budget), budget.overrides)
+    horizon = paper.env.max_episode_steps or gym.spec(paper.env.id).max_episode_steps
+    tr = paper.train
+    phases = paper.algo.num_inner_steps + 1
+    steps = tr.meta_batch_size * tr.episodes_per_task * horizon * phases * tr.iterations
+    here = trained.get("maml_trpo", {}).get("train_env_steps", 0)
+    return (
+        f"- Paper budget (`--budget paper`: {tr.meta_batch_size} tasks x "
+        f"{tr.episodes_per_task} episodes x {horizon} steps x {phases} phases x "
+        f"{tr.iterations} meta-iterations): at most {_fmt_steps(steps)} env steps (episodes that end early "
+        f"take fewer); MAML-TRPO here: {_fmt_steps(here)}"
+        + (f", {here / steps:.1%} of it." if steps else ".")
+    )
+
+
 def write_report(
     args: argparse.Namespace,
     benchmark: Benchmark,
@@ -379,6 +465,7 @@ def write_report(
         "",
         table,
         "",
+        *(f"**Warning: {w}**\n" for w in oracle_warnings(curves)),
         f"![adaptation curves]({png.name})",
         "",
         "## Budget",
@@ -401,13 +488,9 @@ def write_report(
             f"{_fmt_steps(info['train_env_steps'])} env steps, {info['train_wall_s']:.0f} s; "
             f"{info['status']}."
         )
-    if any(c.method in ("pretrained", "oracle") for c in curves):
-        lines.append(
-            f"- pretrained / oracle: SB3 PPO for {_fmt_steps(budget.ppo_timesteps)} env steps each "
-            "(a new random task every episode; the oracle also observes the task), then "
-            "the same inner steps as the meta-learned policy."
-        )
+    lines += baseline_lines(curves)
     lines.append("- random: the meta-learner's own initialisation, meta-training skipped.")
+    lines.append(paper_budget_line(benchmark, trained))
     lines += [
         f"- Held-out tasks: seed {args.eval_seed}, spawn key `EVAL_SPAWN_KEY` of "
         "`meta_rl.evaluation` (disjoint from the training stream); same tasks, resets and "

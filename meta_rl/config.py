@@ -181,8 +181,9 @@ class EvalSettings:
     """steps 2..K use step_size * later_factor (1/2, as the MAML paper's scripts)"""
     baselines: tuple[Baseline, ...] = ()
     """baselines evaluated on the same tasks and steps"""
-    baseline_timesteps: Annotated[Int, Field(ge=1)] = 100_000
-    """SB3 PPO env steps of the pretrained and oracle baselines"""
+    baseline_timesteps: Annotated[Int, Field(ge=1)] | None = None
+    """SB3 PPO env steps of the pretrained baseline and the cap of the oracle's (which stops
+    earlier once its learning curve is flat); None: the meta-learner's own training env steps"""
 
 
 # ---------------------------------------------------------------------------------------------
