@@ -395,8 +395,8 @@ def paper_budget_line(benchmark: Benchmark, trained: dict[str, dict[str, Any]]) 
     return (
         f"- Paper budget (`--budget paper`: {tr.meta_batch_size} tasks x "
         f"{tr.episodes_per_task} episodes x {horizon} steps x {phases} phases x "
-        f"{tr.iterations} meta-iterations): at most {_fmt_steps(steps)} env steps (episodes that end early "
-        f"take fewer); MAML-TRPO here: {_fmt_steps(here)}"
+        f"{tr.iterations} meta-iterations): at most {_fmt_steps(steps)} env steps "
+        f"(episodes that end early take fewer); MAML-TRPO here: {_fmt_steps(here)}"
         + (f", {here / steps:.1%} of it." if steps else ".")
     )
 
