@@ -11,8 +11,12 @@ the same inner steps (``meta_rl.evaluation``), then write ``<results-dir>/<bench
 spec matches), so an interrupted reproduction costs only the unfinished part; a run dir
 holding a different config is an error, never silently reused.
 
-The default ``small`` budgets fit a shared 2-core machine (minutes per benchmark); ``paper``
-uses the paper's batch sizes and iteration counts; ``tiny`` is for the test suite only.
+The default ``small`` budgets fit a shared 2-core machine for meta-training; ``paper`` uses the
+paper's batch sizes and iteration counts; ``quick`` (Navigation2D, HalfCheetahDir) shows the
+whole pipeline in minutes; ``tiny`` is for the test suite only. The ``pretrained`` baseline
+gets as many env steps as MAML-TRPO consumed and the ``oracle`` as many at most (it stops
+when its learning curve is flat), so a budget's baselines cost about what its meta-training
+did in env steps, more in wall-clock (SB3 PPO steps one env at a time).
 Only the public API is used: ``meta_rl.trainer.train`` and ``meta_rl.evaluation``.
 """
 
@@ -130,6 +134,19 @@ BENCHMARKS: dict[str, Benchmark] = {
                 "small": dataclasses.replace(
                     _MUJOCO_BUDGETS["small"], reptile_overrides=("train.iterations=40",)
                 ),
+                # 10 tasks x 10 episodes x 6 iterations (0.24 M env steps): shows the pipeline
+                # with baselines matched to it in ~15 min here (their PPO is the slow part)
+                "quick": Budget(
+                    (
+                        "train.iterations=6",
+                        "train.meta_batch_size=10",
+                        "train.episodes_per_task=10",
+                        "train.sampler=mujoco",
+                    ),
+                    reptile_overrides=("train.iterations=6",),
+                    eval_tasks=20,
+                    eval_episodes=10,
+                ),
                 # 10 tasks x 10 episodes x 400 iterations (16 M env steps, ~20 min here)
                 "long": Budget(
                     (
@@ -171,7 +188,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--budget",
         default="small",
         choices=sorted({name for b in BENCHMARKS.values() for name in b.budgets}),
-        help="default: small (long: halfcheetah_dir only)",
+        help="default: small (long: halfcheetah_dir only; quick: navigation2d, halfcheetah_dir)",
     )
     parser.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "reproduce")
     parser.add_argument("--results-dir", type=Path, default=ROOT / "experiments" / "results")
