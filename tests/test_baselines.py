@@ -201,6 +201,22 @@ def test_normalized_baselines_act_on_the_frozen_statistics(tmp_path):
     got = actor(torch.as_tensor(obs))
     torch.testing.assert_close(got.mean, expected.distribution.mean)
     assert "mean" not in dict(actor.named_parameters())  # statistics never adapt
+    # and the evaluation adapts it like any policy (per-task parameters, buffers shared)
+    from meta_rl.adaptation import AdvantageEstimator
+    from meta_rl.evaluation import adaptation_curve
+
+    sampler = VectorSampler(NAV, 2, 2, seed=0, max_episode_steps=5)
+    tasks = sampler.sample_tasks()
+    curve = adaptation_curve(
+        "pretrained",
+        actor,
+        sampler,
+        tasks,
+        [0.1],
+        AdvantageEstimator(0.99, 1.0, True),
+        sampler.rng_state(),
+    )
+    assert curve.task_returns[0] != curve.task_returns[1]
 
 
 def test_baselines_are_cached_per_spec_and_reused(tmp_path):
