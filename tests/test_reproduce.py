@@ -130,6 +130,7 @@ def test_a_meta_learner_that_beats_the_oracle_is_flagged_in_the_report(tmp_path)
     args = script.parse_args(
         ["--benchmark", "navigation2d", "--budget", "tiny", "--results-dir", str(tmp_path)]
     )
+    args.seed = 1
     trained = {
         "maml_trpo": {
             "config": "c.yaml",
@@ -146,3 +147,23 @@ def test_a_meta_learner_that_beats_the_oracle_is_flagged_in_the_report(tmp_path)
     text = path.read_text()
     assert f"**Warning: {warnings[0]}**" in text
     assert "MAML-TRPO here: 0.1 k, 0.0% of it" in text  # the shortfall against the paper's
+
+
+def test_several_seeds_get_a_table_each_and_a_spread_over_them(tmp_path):
+    script = load_script()
+    results = tmp_path / "results"
+    args = ["--benchmark", "navigation2d", "--budget", "tiny", "--skip", "reptile"]
+    args += ["--work-dir", str(tmp_path / "work"), "--results-dir", str(results)]
+    assert script.main([*args, "--seed", "1", "2"]) == 0
+    assert (results / "navigation2d_tiny.md").is_file()
+    assert "--seed 2`" in (results / "navigation2d_tiny_seed2.md").read_text()
+    means = {}
+    for stem in ("navigation2d_tiny", "navigation2d_tiny_seed2"):
+        with (results / f"{stem}.csv").open() as f:
+            for row in csv.DictReader(f):
+                means.setdefault((row["method"], row["step"]), []).append(float(row["mean_return"]))
+    rows = table_rows((results / "navigation2d_tiny_seeds.md").read_text())
+    assert list(rows) == ["maml_trpo", "random", "pretrained", "oracle"]
+    a, b = means[("maml_trpo", "1")]
+    spread = abs(a - b) / 2**0.5  # the sample standard deviation of two values
+    assert rows["maml_trpo"][1] == f"{(a + b) / 2:.1f} ± {spread:.1f} (n=2)"
