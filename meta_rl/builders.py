@@ -134,6 +134,7 @@ def build_sampler(config: Config, device: torch.device) -> Sampler:
         "max_episode_steps": config.env.max_episode_steps,
         "device": device,
         "task_forward": closed_form.task_forward,  # the plain Gaussian MLP's batched forward
+        "clip_actions": tr.clip_actions,
     }
     if tr.sampler == "process":
         from meta_rl.samplers.process import ProcessSampler

@@ -170,6 +170,11 @@ class TorchSampler(Sampler):
     ) -> None:
         super().__init__(env_id, num_tasks, episodes_per_task, **kwargs)
         self.batched = batched(self._env, self.device)
+        self._clip_to = (
+            None
+            if self.clip_to is None
+            else tuple(torch.from_numpy(bound).to(self.device) for bound in self.clip_to)
+        )
 
     def sample(
         self, policy: nn.Module, params: Params, tasks: Sequence[dict[str, Any]]
@@ -198,7 +203,8 @@ class TorchSampler(Sampler):
                 action = dist.sample()
                 log_probs.append(dist.log_prob(action).reshape(batch))
                 action = action.reshape(batch, *action.shape[2:])
-                obs, reward, term = env.step(action, env_generator)
+                env_action = action if self._clip_to is None else action.clamp(*self._clip_to)
+                obs, reward, term = env.step(env_action, env_generator)
                 in_episode = active.float()
                 obs = obs * in_episode.unsqueeze(1)  # zero after the final next-observation
                 observations.append(obs)
