@@ -43,7 +43,7 @@ from meta_rl.algorithms.settings import (
 ALGORITHMS: tuple[str, ...] = tuple(ALGORITHM_SETTINGS)
 """Meta-learners the trainer knows (``algo.name``)."""
 
-Sampler = Literal["vector", "process", "torch", "mujoco"]
+Sampler = Literal["vector", "process", "torch", "mujoco", "mjx"]
 PolicyKind = Literal["mlp", "gru", "sb3"]
 DEVICE_NAMES = ("cpu", "cuda", "auto")
 
@@ -107,7 +107,8 @@ class TrainConfig:
     leaves the process alone"""
     sampler: Sampler = "vector"
     """sampler backend: vector (in-process) | process (worker per core) | torch (tensor envs) |
-    mujoco (HalfCheetah/Ant families stepped batched, same episodes as vector)"""
+    mujoco (HalfCheetah/Ant families stepped batched, same episodes as vector) | mjx
+    (HalfCheetah families on MuJoCo XLA, the whole loop on train.device; extra meta-rl[mjx])"""
     num_workers: Annotated[Int, Field(ge=1)] | None = None
     """worker processes of the process sampler (None: one per core); mujoco: None steps
     in-process with a thread per core, N shards the batch over N worker processes"""
