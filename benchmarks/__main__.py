@@ -16,7 +16,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 # modules of this package, one per command
-COMMANDS = ["ceiling", "sampler", "iteration", "learning", "batched_mujoco", "ray_sampler"]
+COMMANDS = [
+    "ceiling",
+    "sampler",
+    "iteration",
+    "learning",
+    "batched_mujoco",
+    "mjx",
+    "ray_sampler",
+]
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks") -> int:

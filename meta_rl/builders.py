@@ -18,7 +18,7 @@ from meta_rl.agents.policies import flat_dim, make_policy
 from meta_rl.algorithms import closed_form
 from meta_rl.algorithms.base import MetaLearner
 from meta_rl.algorithms.maml_trpo import MAMLTRPOLearner
-from meta_rl.algorithms.settings import MAMLTRPOSettings, ReptileSettings
+from meta_rl.algorithms.settings import MAMLTRPOSettings, PROMPSettings, ReptileSettings
 from meta_rl.config import Config, ConfigError
 from meta_rl.samplers import Sampler, VectorSampler
 
@@ -90,6 +90,10 @@ def build_meta_learner(config: Config, policy: nn.Module, sampler: Sampler) -> M
     algo = config.algo
     if isinstance(algo, MAMLTRPOSettings):
         return MAMLTRPOLearner(policy, sampler, advantages, algo)
+    if isinstance(algo, PROMPSettings):
+        from meta_rl.algorithms.promp import ProMPLearner
+
+        return ProMPLearner(policy, sampler, advantages, algo)
     if isinstance(algo, ReptileSettings):
         return _build_reptile(config, algo, policy, sampler, advantages)
     raise ValueError(f"algo.name: no builder for meta-learner {algo.name!r}")
@@ -134,6 +138,7 @@ def build_sampler(config: Config, device: torch.device) -> Sampler:
         "max_episode_steps": config.env.max_episode_steps,
         "device": device,
         "task_forward": closed_form.task_forward,  # the plain Gaussian MLP's batched forward
+        "clip_actions": tr.clip_actions,
     }
     if tr.sampler == "process":
         from meta_rl.samplers.process import ProcessSampler
@@ -149,7 +154,25 @@ def build_sampler(config: Config, device: torch.device) -> Sampler:
         from meta_rl.samplers.torch_native import TorchSampler
 
         return TorchSampler(*args, **kwargs)
+    if tr.sampler == "mjx":
+        return _build_mjx_sampler(args, kwargs)
     return VectorSampler(*args, **kwargs)
+
+
+def _build_mjx_sampler(args: tuple, kwargs: dict[str, Any]) -> Sampler:
+    """The torch-native sampler over a family stepped by MJX (``meta_rl.samplers.mjx``)."""
+    from meta_rl.samplers.torch_native import TorchSampler
+
+    try:
+        from meta_rl.samplers.mjx import MJXHalfCheetah
+    except ImportError as exc:
+        raise ConfigError(
+            f"train.sampler: mjx needs the mjx extra (pip install 'meta-rl[mjx]'): {exc}"
+        ) from None
+    try:
+        return TorchSampler(*args, batched=MJXHalfCheetah, **kwargs)
+    except ValueError as exc:
+        raise ConfigError(f"train.sampler: {exc}") from None
 
 
 def _build_mujoco_sampler(config: Config, args: tuple, kwargs: dict[str, Any]) -> Sampler:

@@ -42,7 +42,7 @@ import meta_rl.envs  # noqa: F401  (registers the MetaRL/ families with Gymnasiu
 from meta_rl.episodes import Episodes
 from meta_rl.functional import Params, TaskForward
 from meta_rl.perf import configure_worker, cpu_count
-from meta_rl.samplers.base import episode_array_specs
+from meta_rl.samplers.base import ActionBounds, episode_array_specs
 from meta_rl.samplers.mujoco import make_env_batch
 from meta_rl.samplers.shards import (
     SamplerWorkerError,
@@ -95,6 +95,7 @@ def _worker_main(
     layout: Layout,
     parent_pid: int,
     task_forward: TaskForward,
+    clip_to: ActionBounds | None,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -116,7 +117,7 @@ def _worker_main(
                 policy = pickle.loads(policy_bytes)
             assert policy is not None
             first_row = phase.offset * episodes_per_task
-            end = sample_shard(sub_envs, arrays, first_row, policy, phase, task_forward)
+            end = sample_shard(sub_envs, arrays, first_row, policy, phase, task_forward, clip_to)
             conn.send(("ok", end))
         except Exception:
             conn.send(("error", traceback.format_exc()))
@@ -192,6 +193,7 @@ class ProcessSampler(ShardedSampler):
                         self._layout,
                         os.getpid(),
                         self.task_forward,
+                        self.clip_to,
                     ),
                     daemon=True,
                 )

@@ -42,7 +42,7 @@ from torch import nn
 from meta_rl.episodes import Episodes
 from meta_rl.functional import Params, TaskForward
 from meta_rl.perf import configure_worker, cpu_count
-from meta_rl.samplers.base import episode_array_specs
+from meta_rl.samplers.base import ActionBounds, episode_array_specs
 from meta_rl.samplers.shards import (
     SamplerWorkerError,
     ShardedSampler,
@@ -160,6 +160,7 @@ class ShardActor:
         obs_dim: int,
         action_space: spaces.Space,
         task_forward: TaskForward,
+        clip_to: ActionBounds | None,
     ) -> None:
         from meta_rl.samplers.mujoco import make_env_batch
 
@@ -167,7 +168,7 @@ class ShardActor:
         self.envs = make_env_batch(env_backend, env_id, num_envs, env_kwargs)
         specs = episode_array_specs(horizon, num_envs, obs_dim, action_space)
         self.arrays = {name: np.zeros(shape, dtype) for name, (dtype, shape) in specs.items()}
-        self.task_forward = task_forward
+        self.task_forward, self.clip_to = task_forward, clip_to
         self.policy: nn.Module | None = None
         self.policy_version = -1
 
@@ -185,7 +186,9 @@ class ShardActor:
 
             self.policy, self.policy_version = ray.get(policy_box[0]), policy_version
         assert self.policy is not None
-        end = sample_shard(self.envs, self.arrays, 0, self.policy, phase, self.task_forward)
+        end = sample_shard(
+            self.envs, self.arrays, 0, self.policy, phase, self.task_forward, self.clip_to
+        )
         return end, self.arrays
 
 
@@ -277,6 +280,7 @@ class RaySampler(ShardedSampler):
                 self.obs_dim,
                 self.action_space,
                 self.task_forward,
+                self.clip_to,
             )
         )
 

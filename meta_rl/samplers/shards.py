@@ -28,7 +28,14 @@ from torch import nn
 from meta_rl.episodes import Episodes
 from meta_rl.finite import check_episodes
 from meta_rl.functional import Params, TaskForward, flatten_distribution
-from meta_rl.samplers.base import EnvBatch, EpisodeArrays, Sampler, arrays_to_episodes, rollout
+from meta_rl.samplers.base import (
+    ActionBounds,
+    EnvBatch,
+    EpisodeArrays,
+    Sampler,
+    arrays_to_episodes,
+    rollout,
+)
 
 
 class SamplerWorkerError(RuntimeError):
@@ -106,6 +113,7 @@ def sample_shard(
     policy: nn.Module,
     phase: ShardPhase,
     task_forward: TaskForward,
+    clip_to: ActionBounds | None,
 ) -> int:
     """One episode per sub-env of the shard into rows ``first_row:``; runs to the horizon
     (the parent cuts at the batch's last step, ``merge_shards``). Returns the shard's end."""
@@ -122,6 +130,7 @@ def sample_shard(
         draw_action=functools.partial(draw_as_whole_batch, phase.num_tasks, phase.offset),
         stop_when_done=False,
         task_forward=task_forward,
+        clip_to=clip_to,
     )
 
 
