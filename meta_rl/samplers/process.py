@@ -50,7 +50,6 @@ from meta_rl.perf import configure_worker, cpu_count
 from meta_rl.samplers.base import (
     Sampler,
     arrays_to_episodes,
-    episode_array_specs,
     rollout,
 )
 from meta_rl.samplers.mujoco import make_env_batch
@@ -205,9 +204,7 @@ class ProcessSampler(Sampler):
         workers = max(1, min(num_workers or cpu_count(), num_tasks))
         bounds = np.linspace(0, num_tasks, workers + 1).round().astype(int)
         self.shards = [(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
-        self._layout = _layout(
-            episode_array_specs(self.horizon, self.batch_size, self.obs_dim, self.action_space)
-        )
+        self._layout = _layout(self.array_specs())
         if start_method is None:
             fork_ok = "fork" in mp.get_all_start_methods() and not torch.cuda.is_initialized()
             start_method = "fork" if fork_ok else "spawn"
