@@ -120,12 +120,12 @@ class MetaWorldFamily(TaskEnv):
         )
         self.observation_space = _observation_space()
         self.action_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
-        counts = {s: f"{len(c)} class{'es' * (len(c) > 1)}" for s, c in self.classes.items()}
-        self.task_description = (
-            f"Meta-World {benchmark}{' ' + env_name if env_name else ''} (seed {seed}): "
-            f"train {counts['train']} x {GOALS_PER_CLASS} goals, held-out test "
-            f"{counts['test']} x {GOALS_PER_CLASS} goals"
-        )
+        if benchmark == "ML1":
+            what = f"{env_name}: {GOALS_PER_CLASS} train / {GOALS_PER_CLASS} test goals"
+        else:
+            sizes = {split: len(names) for split, names in self.classes.items()}
+            what = f"{sizes['train']} train / {sizes['test']} test classes x {GOALS_PER_CLASS} goals"
+        self.task_description = f"Meta-World {benchmark} {what} (seed {seed})"
         self._sim: Any = None
         self._sim_name: str | None = None
         self.task = self._task_at("train", 0)

@@ -1,0 +1,176 @@
+"""``benchmarks metaworld``: the samplers on Meta-World against Meta-World's own step.
+
+The floor is Meta-World itself: its env objects stepped with precomputed random actions and
+reset at the horizon, as a sampler does, with no policy and no wrapper. A sampler's rate is
+divided by that single-env rate times its processes (the issue's target: >= 90 %), and by the
+same loop run in that many forked processes at once (what the cores give together right now,
+neighbours included). ``--profile`` prints where one in-process sampling call spends its time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from benchmarks.common import jsonable, load, table, write
+
+FAMILIES = {"ml1-reach": "MetaRL/MetaWorld-ML1-reach-v3-v0", "ml10": "MetaRL/MetaWorld-ML10-v0"}
+
+
+def _raw_steps(env_id: str, num_envs: int, steps: int, seed: int) -> tuple[int, float]:
+    """Step ``num_envs`` Meta-World envs (tasks drawn as a sampler's) directly; (steps, s)."""
+    import gymnasium as gym
+    import numpy as np
+
+    import meta_rl.envs  # noqa: F401
+
+    rng = np.random.default_rng(seed)
+    families = [gym.make(env_id) for _ in range(num_envs)]
+    for env, task in zip(families, families[0].unwrapped.sample_tasks(num_envs, rng), strict=True):
+        env.reset(options={"task": task})  # binds the Meta-World env of the task's class
+    sims = [env.unwrapped._sim for env in families]
+    actions = rng.uniform(-1, 1, size=(64, num_envs, 4)).astype(np.float32)
+    done, t = 0, time.perf_counter()
+    while done < steps:
+        for sim, action in zip(sims, actions[int(rng.integers(64))], strict=True):
+            if sim.step(action)[3]:
+                sim.reset()
+            done += 1
+    return done, time.perf_counter() - t
+
+
+def _raw_worker(args: tuple[str, int, int, int]) -> tuple[int, float]:
+    return _raw_steps(*args)
+
+
+def raw_rate(env_id: str, num_envs: int, steps: int, processes: int) -> float:
+    """Meta-World's own steps/s in ``processes`` forked processes together (1: in this one)."""
+    if processes == 1:
+        done, seconds = _raw_steps(env_id, num_envs, steps, 0)
+        return done / seconds
+    import multiprocessing as mp
+
+    jobs = [(env_id, num_envs, steps, i) for i in range(processes)]
+    with mp.get_context("fork").Pool(processes) as pool:
+        results = pool.map(_raw_worker, jobs)
+    return sum(r[0] for r in results) / max(r[1] for r in results)
+
+
+def _sampler(env_id: str, args: argparse.Namespace, backend: str):
+    import torch
+
+    from meta_rl.builders import build_sampler
+    from meta_rl.config import config_from_dict
+
+    data = {
+        "env": {"id": env_id, "max_episode_steps": args.horizon},
+        "policy": {"hidden_sizes": [128, 128], "activation": "tanh"},  # the configs' policy
+        "train": {"meta_batch_size": args.tasks, "episodes_per_task": args.episodes, "seed": 1},
+    }
+    overrides = [f"train.sampler={backend}", f"train.num_workers={args.workers}"]
+    return build_sampler(config_from_dict(data, overrides), torch.device("cpu"))
+
+
+def _policy_and_params(sampler, tasks: int):
+    from meta_rl.agents.policies import make_policy
+    from meta_rl.functional import expand_to_tasks, policy_params
+
+    policy = make_policy(sampler.observation_space, sampler.action_space, [128, 128], "tanh")
+    params = expand_to_tasks({k: v.detach() for k, v in policy_params(policy).items()}, tasks)
+    return policy, params
+
+
+def _time_sampler(sampler, repeats: int) -> tuple[float, int]:
+    """Best seconds of ``repeats`` sampling calls (after a warm-up) and their env steps."""
+    policy, params = _policy_and_params(sampler, sampler.num_tasks)
+    tasks = sampler.sample_tasks()
+    sampler.sample(policy, params, tasks)  # warm-up: workers start, policy sent, models built
+    best, steps = float("inf"), 0
+    for _ in range(repeats):
+        t = time.perf_counter()
+        steps = sampler.sample(policy, params, tasks).num_steps
+        best = min(best, time.perf_counter() - t)
+    return best, steps
+
+
+def _profile(env_id: str, args: argparse.Namespace) -> None:
+    """Top functions (own time) of one in-process sampling call."""
+    import cProfile
+    import pstats
+
+    sampler = _sampler(env_id, args, "vector")
+    policy, params = _policy_and_params(sampler, sampler.num_tasks)
+    tasks = sampler.sample_tasks()
+    sampler.sample(policy, params, tasks)
+    profiler = cProfile.Profile()
+    profiler.runcall(sampler.sample, policy, params, tasks)
+    sampler.close()
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
+
+
+def run(args: argparse.Namespace) -> None:
+    from meta_rl.perf import configure_learner, cpu_count
+
+    configure_learner(1)  # train.num_threads' default: threads spin against the workers
+    args.workers = args.workers or cpu_count()
+    env_id = FAMILIES[args.family]
+    batch = args.tasks * args.episodes
+    steps = args.raw_steps
+    single = raw_rate(env_id, 1, steps, 1)
+    per_worker = raw_rate(env_id, batch // args.workers, steps, 1)
+    together = raw_rate(env_id, batch // args.workers, steps, args.workers)
+    print(
+        f"Meta-World's own step, {env_id}: 1 env {single:.0f} steps/s; "
+        f"{batch // args.workers} envs {per_worker:.0f}; {args.workers} processes of "
+        f"{batch // args.workers} envs together {together:.0f} (load {load():.2f})",
+        flush=True,
+    )
+    rows = []
+    for backend in args.backends:
+        sampler = _sampler(env_id, args, backend)
+        try:
+            seconds, sampled = _time_sampler(sampler, args.repeats)
+        finally:
+            sampler.close()
+        procs = args.workers if backend == "process" else 1
+        rate = sampled / seconds
+        rows.append(
+            {
+                "backend": backend,
+                "processes": procs,
+                "batch_s": seconds,
+                "steps/s": rate,
+                "of_1env_x_procs": rate / (single * procs),
+                "of_raw_together": rate / (together if procs > 1 else per_worker),
+                "load": load(),
+            }
+        )
+        print(table(rows[-1:], list(rows[-1])), flush=True)
+    print(table(rows, list(rows[0])))
+    write(
+        args.out,
+        f"metaworld_{args.family}",
+        {
+            "rows": rows,
+            "raw_1env": single,
+            "raw_per_worker_envs": per_worker,
+            "raw_together": together,
+            "args": jsonable(args),
+        },
+    )
+    if args.profile:
+        _profile(env_id, args)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("metaworld", help="samplers on Meta-World against its own env step")
+    s.add_argument("--family", default="ml1-reach", choices=FAMILIES)
+    s.add_argument("--tasks", type=int, default=20)
+    s.add_argument("--episodes", type=int, default=10)
+    s.add_argument("--horizon", type=int, default=None, help="default: the family's 500")
+    s.add_argument("--workers", type=int, default=None, help="default: one per core")
+    s.add_argument("--backends", nargs="+", default=["process", "vector"])
+    s.add_argument("--repeats", type=int, default=2)
+    s.add_argument("--raw-steps", type=int, default=20_000, help="steps of each raw loop")
+    s.add_argument("--profile", action="store_true", help="cProfile one vector sampling call")
+    s.set_defaults(fn=run)
