@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import time
 
+from benchmarks.ceiling import ceiling, step_loop
 from benchmarks.common import jsonable, load, table, write
 
 FAMILIES = {"ml1-reach": "MetaRL/MetaWorld-ML1-reach-v3-v0", "ml10": "MetaRL/MetaWorld-ML10-v0"}
 
 
 def _raw_steps(env_id: str, num_envs: int, steps: int, seed: int) -> tuple[int, float]:
-    """Step ``num_envs`` Meta-World envs (tasks drawn as a sampler's) directly; (steps, s)."""
+    """Step ``num_envs`` of Meta-World's own envs (tasks drawn as a sampler's); (steps, s)."""
     import gymnasium as gym
     import numpy as np
 
@@ -30,30 +31,7 @@ def _raw_steps(env_id: str, num_envs: int, steps: int, seed: int) -> tuple[int, 
         env.reset(options={"task": task})  # binds the Meta-World env of the task's class
     sims = [env.unwrapped._sim for env in families]
     actions = rng.uniform(-1, 1, size=(64, num_envs, 4)).astype(np.float32)
-    done, t = 0, time.perf_counter()
-    while done < steps:
-        for sim, action in zip(sims, actions[int(rng.integers(64))], strict=True):
-            if sim.step(action)[3]:
-                sim.reset()
-            done += 1
-    return done, time.perf_counter() - t
-
-
-def _raw_worker(args: tuple[str, int, int, int]) -> tuple[int, float]:
-    return _raw_steps(*args)
-
-
-def raw_rate(env_id: str, num_envs: int, steps: int, processes: int) -> float:
-    """Meta-World's own steps/s in ``processes`` forked processes together (1: in this one)."""
-    if processes == 1:
-        done, seconds = _raw_steps(env_id, num_envs, steps, 0)
-        return done / seconds
-    import multiprocessing as mp
-
-    jobs = [(env_id, num_envs, steps, i) for i in range(processes)]
-    with mp.get_context("fork").Pool(processes) as pool:
-        results = pool.map(_raw_worker, jobs)
-    return sum(r[0] for r in results) / max(r[1] for r in results)
+    return step_loop(sims, actions, steps, rng)
 
 
 def _sampler(env_id: str, args: argparse.Namespace, backend: str):
@@ -116,9 +94,10 @@ def run(args: argparse.Namespace) -> None:
     env_id = FAMILIES[args.family]
     batch = args.tasks * args.episodes
     steps = args.raw_steps
-    single = raw_rate(env_id, 1, steps, 1)
-    per_worker = raw_rate(env_id, batch // args.workers, steps, 1)
-    together = raw_rate(env_id, batch // args.workers, steps, args.workers)
+    per_process = batch // args.workers
+    single = ceiling(env_id, 1, steps, 1, _raw_steps)
+    per_worker = ceiling(env_id, per_process, steps, 1, _raw_steps)
+    together = ceiling(env_id, per_process, steps, args.workers, _raw_steps)
     print(
         f"Meta-World's own step, {env_id}: 1 env {single:.0f} steps/s; "
         f"{batch // args.workers} envs {per_worker:.0f}; {args.workers} processes of "

@@ -123,8 +123,8 @@ class MetaWorldFamily(TaskEnv):
         if benchmark == "ML1":
             what = f"{env_name}: {GOALS_PER_CLASS} train / {GOALS_PER_CLASS} test goals"
         else:
-            sizes = {split: len(names) for split, names in self.classes.items()}
-            what = f"{sizes['train']} train / {sizes['test']} test classes x {GOALS_PER_CLASS} goals"
+            train, test = (len(self.classes[split]) for split in SPLITS)
+            what = f"{train} train / {test} test classes x {GOALS_PER_CLASS} goals"
         self.task_description = f"Meta-World {benchmark} {what} (seed {seed})"
         self._sim: Any = None
         self._sim_name: str | None = None
