@@ -58,17 +58,19 @@ def _policy_and_params(sampler, tasks: int):
     return policy, params
 
 
-def _time_sampler(sampler, repeats: int) -> tuple[float, int]:
-    """Best seconds of ``repeats`` sampling calls (after a warm-up) and their env steps."""
+def _timed_calls(sampler):
+    """A function timing one sampling call (after a warm-up: workers start, policy sent, models
+    built): (seconds, env steps)."""
     policy, params = _policy_and_params(sampler, sampler.num_tasks)
     tasks = sampler.sample_tasks()
-    sampler.sample(policy, params, tasks)  # warm-up: workers start, policy sent, models built
-    best, steps = float("inf"), 0
-    for _ in range(repeats):
+    sampler.sample(policy, params, tasks)
+
+    def once() -> tuple[float, int]:
         t = time.perf_counter()
         steps = sampler.sample(policy, params, tasks).num_steps
-        best = min(best, time.perf_counter() - t)
-    return best, steps
+        return time.perf_counter() - t, steps
+
+    return once
 
 
 def _profile(env_id: str, args: argparse.Namespace) -> None:
@@ -87,56 +89,46 @@ def _profile(env_id: str, args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    """Per backend and round: Meta-World's raw rates, then one sampling call right after, so
+    each ratio compares two measurements that saw the same neighbours."""
     from meta_rl.perf import configure_learner, cpu_count
 
     configure_learner(1)  # train.num_threads' default: threads spin against the workers
     args.workers = args.workers or cpu_count()
     env_id = FAMILIES[args.family]
-    batch = args.tasks * args.episodes
-    steps = args.raw_steps
-    per_process = batch // args.workers
-    single = ceiling(env_id, 1, steps, 1, _raw_steps)
-    per_worker = ceiling(env_id, per_process, steps, 1, _raw_steps)
-    together = ceiling(env_id, per_process, steps, args.workers, _raw_steps)
-    print(
-        f"Meta-World's own step, {env_id}: 1 env {single:.0f} steps/s; "
-        f"{batch // args.workers} envs {per_worker:.0f}; {args.workers} processes of "
-        f"{batch // args.workers} envs together {together:.0f} (load {load():.2f})",
-        flush=True,
-    )
     rows = []
     for backend in args.backends:
+        procs = args.workers if backend == "process" else 1
+        per_process = args.tasks * args.episodes // procs
         sampler = _sampler(env_id, args, backend)
         try:
-            seconds, sampled = _time_sampler(sampler, args.repeats)
+            once = _timed_calls(sampler)
+            for round_ in range(args.repeats):
+                single = ceiling(env_id, 1, args.raw_steps, 1, _raw_steps)
+                raw = ceiling(env_id, per_process, args.raw_steps, procs, _raw_steps)
+                seconds, steps = once()
+                rate = steps / seconds
+                rows.append(
+                    {
+                        "backend": backend,
+                        "round": round_,
+                        "procs": procs,
+                        "raw_1env": single,
+                        f"raw_{procs}x{per_process}env": raw,
+                        "sampler": rate,
+                        "of_1env_x_procs": rate / (single * procs),
+                        "of_raw_same_envs": rate / raw,
+                        "load": load(),
+                    }
+                )
+                print(table(rows[-1:], list(rows[-1])), flush=True)
         finally:
             sampler.close()
-        procs = args.workers if backend == "process" else 1
-        rate = sampled / seconds
-        rows.append(
-            {
-                "backend": backend,
-                "processes": procs,
-                "batch_s": seconds,
-                "steps/s": rate,
-                "of_1env_x_procs": rate / (single * procs),
-                "of_raw_together": rate / (together if procs > 1 else per_worker),
-                "load": load(),
-            }
-        )
-        print(table(rows[-1:], list(rows[-1])), flush=True)
-    print(table(rows, list(rows[0])))
-    write(
-        args.out,
-        f"metaworld_{args.family}",
-        {
-            "rows": rows,
-            "raw_1env": single,
-            "raw_per_worker_envs": per_worker,
-            "raw_together": together,
-            "args": jsonable(args),
-        },
-    )
+    print(f"{env_id}: {args.tasks} tasks x {args.episodes} episodes, steps/s")
+    for backend in args.backends:
+        mine = [r for r in rows if r["backend"] == backend]
+        print(table(mine, list(mine[0])))
+    write(args.out, f"metaworld_{args.family}", {"rows": rows, "args": jsonable(args)})
     if args.profile:
         _profile(env_id, args)
 
@@ -149,7 +141,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--horizon", type=int, default=None, help="default: the family's 500")
     s.add_argument("--workers", type=int, default=None, help="default: one per core")
     s.add_argument("--backends", nargs="+", default=["process", "vector"])
-    s.add_argument("--repeats", type=int, default=2)
+    s.add_argument("--repeats", type=int, default=2, help="rounds of raw, then sampler")
     s.add_argument("--raw-steps", type=int, default=20_000, help="steps of each raw loop")
     s.add_argument("--profile", action="store_true", help="cProfile one vector sampling call")
     s.set_defaults(fn=run)
