@@ -15,6 +15,7 @@ that adapts a meta-learned policy.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from collections.abc import Mapping
@@ -114,19 +115,130 @@ def oracle_env_id(env_id: str) -> str:
     return oracle_id
 
 
+# SB3 PPO settings tuned by the RL Baselines3 Zoo for the MuJoCo bodies our families use
+# (https://github.com/DLR-RM/rl-baselines3-zoo, hyperparams/ppo.yml, as of commit 208b6fd).
+# Settings the zoo leaves out are SB3 PPO's defaults. `n_envs` is the zoo's 1: PPO's rollout is
+# n_envs * n_steps env steps, which the zoo tuned together with batch_size.
+ZOO_PPO: dict[str, dict[str, Any]] = {
+    "HalfCheetah": {  # zoo `HalfCheetah-v4` ("# Tuned")
+        "normalize": True,  # zoo: normalize: true (VecNormalize, observations and rewards)
+        "n_envs": 1,  # zoo: n_envs: 1
+        "hidden_sizes": (256, 256),  # zoo: net_arch=dict(pi=[256, 256], vf=[256, 256])
+        "activation": "relu",  # zoo: activation_fn=nn.ReLU
+        "log_std_init": -2.0,  # zoo: log_std_init=-2
+        "ortho_init": False,  # zoo: ortho_init=False
+        "ppo_kwargs": {
+            "n_steps": 512,  # zoo: n_steps: 512
+            "batch_size": 64,  # zoo: batch_size: 64
+            "n_epochs": 20,  # zoo: n_epochs: 20
+            "learning_rate": 2.0633e-05,  # zoo: learning_rate: 2.0633e-05
+            "gamma": 0.98,  # zoo: gamma: 0.98
+            "gae_lambda": 0.92,  # zoo: gae_lambda: 0.92
+            "clip_range": 0.1,  # zoo: clip_range: 0.1
+            "ent_coef": 0.000401762,  # zoo: ent_coef: 0.000401762
+            "vf_coef": 0.58096,  # zoo: vf_coef: 0.58096
+            "max_grad_norm": 0.8,  # zoo: max_grad_norm: 0.8
+        },
+    },
+    "Ant": {  # zoo `Ant-v4` (its tuned block is commented out there): normalize, else defaults
+        "normalize": True,  # zoo: normalize: true
+        "n_envs": 1,  # zoo default n_envs: 1
+        "hidden_sizes": (64, 64),  # SB3 PPO MlpPolicy default: pi=[64, 64], vf=[64, 64]
+        "activation": "tanh",  # SB3 MlpPolicy default: nn.Tanh
+        "log_std_init": 0.0,  # SB3 default
+        "ortho_init": True,  # SB3 default
+        "ppo_kwargs": {
+            "n_steps": 2048,  # SB3 PPO default
+            "batch_size": 64,  # SB3 PPO default
+            "n_epochs": 10,  # SB3 PPO default
+            "learning_rate": 3e-4,  # SB3 PPO default
+            "gamma": 0.99,  # SB3 PPO default
+            "gae_lambda": 0.95,  # SB3 PPO default
+        },
+    },
+    "Reacher": {  # zoo `Reacher-v2` ("# Tuned" block of the MuJoCo envs)
+        "normalize": True,  # zoo: normalize: true
+        "n_envs": 1,  # zoo: n_envs: 1
+        "hidden_sizes": (64, 64),  # SB3 MlpPolicy default (the zoo sets no net_arch)
+        "activation": "tanh",  # SB3 MlpPolicy default
+        "log_std_init": 0.0,  # SB3 default
+        "ortho_init": True,  # SB3 default
+        "ppo_kwargs": {
+            "n_steps": 512,  # zoo: n_steps: 512
+            "batch_size": 32,  # zoo: batch_size: 32
+            "n_epochs": 5,  # zoo: n_epochs: 5
+            "learning_rate": 0.000104019,  # zoo: learning_rate: 0.000104019
+            "gamma": 0.9,  # zoo: gamma: 0.9
+            "gae_lambda": 1.0,  # zoo: gae_lambda: 1.0
+            "clip_range": 0.3,  # zoo: clip_range: 0.3
+            "ent_coef": 7.52585e-08,  # zoo: ent_coef: 7.52585e-08
+            "vf_coef": 0.950368,  # zoo: vf_coef: 0.950368
+            "max_grad_norm": 0.9,  # zoo: max_grad_norm: 0.9
+        },
+    },
+}
+
+
+def zoo_body(env_id: str) -> str | None:
+    """``"HalfCheetah"``, ``"Ant"`` or ``"Reacher"`` when the family is that Gymnasium body."""
+    from gymnasium.envs.mujoco.ant_v5 import AntEnv
+    from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+    from gymnasium.envs.mujoco.reacher_v5 import ReacherEnv
+
+    import meta_rl.envs  # noqa: F401  (registers the MetaRL/ families)
+
+    entry = gym.spec(env_id).entry_point
+    if isinstance(entry, str):
+        from gymnasium.envs.registration import load_env_creator
+
+        entry = load_env_creator(entry)
+    bodies = {"HalfCheetah": HalfCheetahEnv, "Ant": AntEnv, "Reacher": ReacherEnv}
+    for body, cls in bodies.items():
+        if isinstance(entry, type) and issubclass(entry, cls):
+            return body
+    return None
+
+
+@dataclass(frozen=True)
+class FlatStop:
+    """When the oracle's learning curve has flattened (its stopping criterion).
+
+    Training is cut into chunks of ``every`` env steps; a chunk's score is the mean return of
+    the training episodes that ended in it (raw rewards, before any normalisation). With
+    ``best_k`` the best score up to chunk ``k``, training stops after chunk ``k`` once the last
+    ``patience`` chunks raised the best by less than ``tolerance`` of the whole improvement so
+    far: ``best_k - best_{k-patience} < tolerance * (best_k - score_0)``. The cap is the spec's
+    ``total_timesteps``; a run that reaches it without flattening says so.
+    """
+
+    every: int = 20_000
+    patience: int = 3
+    tolerance: float = 0.05
+
+    def flat(self, scores: list[float]) -> bool:
+        if len(scores) <= self.patience:
+            return False
+        best = np.maximum.accumulate(scores)
+        gained = best[-1] - best[-1 - self.patience]
+        return bool(gained < self.tolerance * (best[-1] - scores[0]))
+
+
 @dataclass(frozen=True)
 class PPOBaselineSpec:
     """Everything that determines a trained baseline (also the cache key of a saved one)."""
 
     env_id: str
     oracle: bool
-    total_timesteps: int
+    total_timesteps: int  # the budget; with stop_when_flat, the cap
     seed: int
     hidden_sizes: tuple[int, ...] = (100, 100)
     activation: str = "relu"
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     max_episode_steps: int | None = None
     n_envs: int = 8
+    normalize: bool = False  # VecNormalize: observations and rewards
+    log_std_init: float = 0.0
+    ortho_init: bool = True
     ppo_kwargs: dict[str, Any] = field(
         default_factory=lambda: {
             "n_steps": 256,
@@ -137,13 +249,49 @@ class PPOBaselineSpec:
             "gae_lambda": 0.95,
         }
     )
+    stop_when_flat: FlatStop | None = None
+    source: str = "meta-rl defaults (no RL Zoo entry for this body)"
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
+    def cache_key(self) -> str:
+        """A digest of the spec and of the library versions that train it."""
+        from importlib.metadata import version
+
+        libraries = {name: version(name) for name in _TRAINING_LIBRARIES}
+        text = json.dumps({"spec": self.to_json(), "versions": libraries}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_TRAINING_LIBRARIES = ("stable-baselines3", "torch", "gymnasium", "mujoco", "numpy")
+
+
+def baseline_spec(
+    env_id: str, oracle: bool, total_timesteps: int, seed: int, **fallback: Any
+) -> PPOBaselineSpec:
+    """The spec of a family's baseline: the RL Zoo's tuned settings for its body when there
+    are some (``ZOO_PPO``), else ``fallback`` (e.g. the run's network); the oracle stops when
+    its learning curve is flat (``FlatStop``), ``total_timesteps`` being its cap."""
+    body = zoo_body(env_id)
+    settings = dict(fallback)
+    if body is not None:
+        settings = {**settings, **ZOO_PPO[body], "source": f"RL Baselines3 Zoo, {body}"}
+    every = min(FlatStop.every, max(total_timesteps // 10, 1))
+    return PPOBaselineSpec(
+        env_id=env_id,
+        oracle=oracle,
+        total_timesteps=total_timesteps,
+        seed=seed,
+        stop_when_flat=FlatStop(every=every) if oracle else None,
+        **settings,
+    )
+
 
 def _vec_env(spec: PPOBaselineSpec, seed_seq: np.random.SeedSequence):
-    from stable_baselines3.common.vec_env import DummyVecEnv
+    """The training envs: a random task per episode, episode returns recorded before any
+    normalisation (``VecMonitor``), then ``VecNormalize`` if the spec asks for it."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor, VecNormalize
 
     env_id = oracle_env_id(spec.env_id) if spec.oracle else spec.env_id
     kwargs = dict(spec.env_kwargs)
@@ -153,7 +301,43 @@ def _vec_env(spec: PPOBaselineSpec, seed_seq: np.random.SeedSequence):
     def factory(child: np.random.SeedSequence):
         return lambda: RandomTaskWrapper(gym.make(env_id, **kwargs), np.random.default_rng(child))
 
-    return DummyVecEnv([factory(child) for child in seed_seq.spawn(spec.n_envs)])
+    env = VecMonitor(DummyVecEnv([factory(child) for child in seed_seq.spawn(spec.n_envs)]))
+    if spec.normalize:
+        env = VecNormalize(env, gamma=spec.ppo_kwargs.get("gamma", 0.99))
+    return env
+
+
+def _training_curve(stop: FlatStop | None, callback: Any):
+    """An SB3 callback that scores each chunk of ``stop.every`` env steps (mean return of the
+    episodes that ended in it), stops training when ``stop`` says the curve is flat, and
+    forwards every event to ``callback``."""
+    from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+
+    class TrainingCurve(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scores: list[float] = []
+            self.chunk_ends: list[int] = []
+            self.flattened = False
+            self._returns: list[float] = []
+
+        def _on_step(self) -> bool:
+            for info in self.locals.get("infos", []):
+                if "episode" in info:
+                    self._returns.append(float(info["episode"]["r"]))
+            return not self.flattened
+
+        def _on_rollout_end(self) -> None:
+            every = stop.every if stop is not None else 0
+            last = self.chunk_ends[-1] if self.chunk_ends else 0
+            if every and self._returns and self.num_timesteps - last >= every:
+                self.scores.append(float(np.mean(self._returns)))
+                self.chunk_ends.append(int(self.num_timesteps))
+                self._returns = []
+                self.flattened = stop.flat(self.scores)
+
+    curve = TrainingCurve()
+    return curve, CallbackList([curve, *([callback] if callback is not None else [])])
 
 
 def train_ppo_baseline(spec: PPOBaselineSpec, callback: Any = None):
@@ -162,7 +346,9 @@ def train_ppo_baseline(spec: PPOBaselineSpec, callback: Any = None):
     Seeding in one place: ``SeedSequence(seed)`` spawns the task generators of the sub-envs
     and the env-reset / global-RNG seed SB3 needs (its action sampling and minibatch shuffles
     use the global torch / numpy RNGs, restored afterwards). ``callback`` is handed to SB3's
-    ``learn`` (e.g. to show progress); it must not draw random numbers.
+    ``learn`` (e.g. to show progress); it must not draw random numbers. Returns the model, its
+    ``VecNormalize`` (or None) and the training curve (``scores``, ``chunk_ends``,
+    ``flattened``); with ``spec.stop_when_flat`` training ends as soon as it is flat.
     """
     from stable_baselines3 import PPO
 
@@ -172,6 +358,7 @@ def train_ppo_baseline(spec: PPOBaselineSpec, callback: Any = None):
     run_seed = int(run_seq.generate_state(1)[0] % 2**31)
     env = _vec_env(spec, tasks_seq)
     env.seed(run_seed)
+    curve, callbacks = _training_curve(spec.stop_when_flat, callback)
     with seeded_global_rngs(run_seed):
         model = PPO(
             "MlpPolicy",
@@ -179,14 +366,22 @@ def train_ppo_baseline(spec: PPOBaselineSpec, callback: Any = None):
             policy_kwargs={
                 "net_arch": {"pi": list(spec.hidden_sizes), "vf": list(spec.hidden_sizes)},
                 "activation_fn": ACTIVATIONS[spec.activation],
+                "log_std_init": spec.log_std_init,
+                "ortho_init": spec.ortho_init,
             },
             device="cpu",
             verbose=0,
             **spec.ppo_kwargs,
         )
-        model.learn(total_timesteps=spec.total_timesteps, callback=callback)
+        model.learn(total_timesteps=spec.total_timesteps, callback=callbacks)
     env.close()
-    return model
+    normalizer = env if spec.normalize else None
+    return model, normalizer, curve
+
+
+def cache_path(cache_dir: str | Path, name: str, spec: PPOBaselineSpec) -> Path:
+    """``<cache_dir>/<name>-<digest>.zip``: one file per spec, so specs never evict each other."""
+    return Path(cache_dir) / f"{name}-{spec.cache_key()}.zip"
 
 
 def is_cached(spec: PPOBaselineSpec, path: str | Path) -> bool:
@@ -198,29 +393,50 @@ def is_cached(spec: PPOBaselineSpec, path: str | Path) -> bool:
     return json.loads(meta_path.read_text(encoding="utf-8")).get("spec") == spec.to_json()
 
 
-def load_or_train_ppo_baseline(spec: PPOBaselineSpec, path: str | Path, callback: Any = None):
-    """(``SB3Actor``, info) for ``spec``: loaded from ``path`` if it was trained for the same
-    spec, else trained (``callback`` goes to SB3's ``learn``) and saved there as soon as it is
-    done (``path`` zip + ``path``.json with spec and cost). ``info["cached"]`` says which."""
-    from stable_baselines3 import PPO
+def _actor(model: Any, normalization: Mapping[str, Any] | None):
+    from meta_rl.agents.sb3 import NormalizedObservations, SB3Actor
 
-    from meta_rl.agents.sb3 import SB3Actor
+    actor = SB3Actor(model.policy)
+    return actor if normalization is None else NormalizedObservations(actor, **normalization)
+
+
+def load_or_train_ppo_baseline(spec: PPOBaselineSpec, path: str | Path, callback: Any = None):
+    """(policy, info) for ``spec``: loaded from ``path`` if it was trained for the same spec,
+    else trained (``callback`` goes to SB3's ``learn``) and saved there as soon as it is done
+    (``path`` zip + ``path``.json with the spec, the frozen observation normalisation, the
+    training curve and its cost). The policy is an ``SB3Actor``, behind
+    ``NormalizedObservations`` when the spec normalises. ``info["cached"]`` says which."""
+    from stable_baselines3 import PPO
 
     path = Path(path)
     meta_path = path.with_suffix(".json")
     if is_cached(spec, path):
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         model = PPO.load(path, device="cpu")
-        return SB3Actor(model.policy), {**meta["info"], "cached": True}
+        return _actor(model, meta.get("normalization")), {**meta["info"], "cached": True}
     start = time.perf_counter()
-    model = train_ppo_baseline(spec, callback)
+    model, normalizer, curve = train_ppo_baseline(spec, callback)
+    normalization = None
+    if normalizer is not None:
+        rms = normalizer.obs_rms
+        normalization = {
+            "mean": rms.mean.tolist(),
+            "var": rms.var.tolist(),
+            "clip": float(normalizer.clip_obs),
+            "epsilon": float(normalizer.epsilon),
+        }
     info = {
         "train_env_steps": int(model.num_timesteps),
         "train_wall_s": time.perf_counter() - start,
+        "settings_source": spec.source,
+        "curve_scores": curve.scores,
+        "curve_env_steps": curve.chunk_ends,
+        "stopped": (
+            "flat" if curve.flattened else ("cap" if spec.stop_when_flat is not None else "budget")
+        ),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
-    meta_path.write_text(
-        json.dumps({"spec": spec.to_json(), "info": info}, indent=1), encoding="utf-8"
-    )
-    return SB3Actor(model.policy), {**info, "cached": False}
+    meta = {"spec": spec.to_json(), "normalization": normalization, "info": info}
+    meta_path.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    return _actor(model, normalization), {**info, "cached": False}

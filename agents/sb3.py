@@ -120,6 +120,31 @@ class SB3Actor(nn.Module):
         return diagonal_gaussian(out, self.log_std)
 
 
+class NormalizedObservations(nn.Module):
+    """A policy behind the frozen observation statistics of the SB3 ``VecNormalize`` it was
+    trained with: ``policy(clip((obs - mean) / sqrt(var + epsilon), -clip, clip))``. The
+    statistics are buffers, not parameters: adaptation steps never move them."""
+
+    def __init__(
+        self,
+        policy: nn.Module,
+        mean: Sequence[float],
+        var: Sequence[float],
+        clip: float,
+        epsilon: float,
+    ) -> None:
+        super().__init__()
+        self.policy = policy
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        scale = np.sqrt(np.asarray(var, dtype=np.float64) + epsilon)
+        self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32))
+        self.clip = float(clip)
+
+    def forward(self, obs: Tensor) -> Distribution:
+        normalized = ((obs - self.mean) / self.scale).clamp(-self.clip, self.clip)
+        return self.policy(normalized)
+
+
 @contextlib.contextmanager
 def seeded_global_rngs(seed: int) -> Iterator[None]:
     """Run SB3 code that draws from the global torch / numpy RNGs deterministically.

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 # modules of this package, one per command
-COMMANDS = ["ceiling", "sampler", "iteration", "learning", "batched_mujoco", "metaworld"]
+COMMANDS = ["ceiling", "sampler", "iteration", "learning", "batched_mujoco", "mjx", "metaworld"]
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks") -> int:

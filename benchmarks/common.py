@@ -32,6 +32,8 @@ VARIANTS: dict[str, tuple[list[str], bool]] = {
     # the batched MuJoCo backend: in-process with a thread per core, and one worker per core
     "fast+mujoco": (["train.sampler=mujoco"], True),
     "fast+mujoco-procs": (["train.sampler=mujoco", f"train.num_workers={cpu_count()}"], True),
+    # HalfCheetah on MuJoCo XLA, on the learner's device (the whole iteration on a GPU)
+    "fast+mjx": (["train.sampler=mjx"], True),
 }
 
 

@@ -35,6 +35,7 @@ _FAMILIES: list[tuple[str, str, int, dict]] = [
     ("AntVel-v0", "meta_rl.envs.ant:AntVelEnv", 200, {}),
     ("AntDir-v0", "meta_rl.envs.ant:AntDirEnv", 200, {}),
     ("AntGoal-v0", "meta_rl.envs.ant:AntGoalEnv", 200, {}),
+    ("ReacherGoal-v0", "meta_rl.envs.reacher:ReacherGoalEnv", 50, {}),
     ("Bandit-K5-v0", "meta_rl.envs.bandit:BernoulliBanditEnv", 10, {"k": 5}),
     ("Bandit-K10-v0", "meta_rl.envs.bandit:BernoulliBanditEnv", 10, {"k": 10}),
     ("Bandit-K50-v0", "meta_rl.envs.bandit:BernoulliBanditEnv", 10, {"k": 50}),

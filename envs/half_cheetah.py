@@ -87,7 +87,7 @@ class HalfCheetahVelEnv(GoalVelocityTasks, HalfCheetahTaskEnv):
 
     def task_reward(self, x_velocity: Any, qpos: np.ndarray, task: dict[str, Any]) -> TaskReward:
         velocity = task["velocity"]
-        return -np.abs(x_velocity - velocity), {"velocity": velocity}
+        return -abs(x_velocity - velocity), {"velocity": velocity}
 
 
 class HalfCheetahDirEnv(DirectionTasks, HalfCheetahTaskEnv):

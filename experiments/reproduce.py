@@ -11,8 +11,12 @@ the same inner steps (``meta_rl.evaluation``), then write ``<results-dir>/<bench
 spec matches), so an interrupted reproduction costs only the unfinished part; a run dir
 holding a different config is an error, never silently reused.
 
-The default ``small`` budgets fit a shared 2-core machine (minutes per benchmark); ``paper``
-uses the paper's batch sizes and iteration counts; ``tiny`` is for the test suite only.
+The default ``small`` budgets fit a shared 2-core machine for meta-training; ``paper`` uses the
+paper's batch sizes and iteration counts; ``quick`` (Navigation2D, HalfCheetahDir) shows the
+whole pipeline in minutes; ``tiny`` is for the test suite only. The ``pretrained`` baseline
+gets as many env steps as MAML-TRPO consumed and the ``oracle`` as many at most (it stops
+when its learning curve is flat), so a budget's baselines cost about what its meta-training
+did in env steps, more in wall-clock (SB3 PPO steps one env at a time).
 Only the public API is used: ``meta_rl.trainer.train`` and ``meta_rl.evaluation``.
 """
 
@@ -45,7 +49,9 @@ class Budget:
 
     overrides: tuple[str, ...] = ()  # --set overrides on the benchmark's MAML config
     reptile_overrides: tuple[str, ...] = ()  # ... on its Reptile config (own batch sizes)
-    ppo_timesteps: int = 100_000  # SB3 PPO env steps for "pretrained" and for "oracle"
+    # SB3 PPO env steps of "pretrained" and the cap of "oracle" (which stops once its curve is
+    # flat); None: as many as the meta-learner it is compared with consumed (the default)
+    ppo_timesteps: int | None = None
     eval_tasks: int = 40
     eval_episodes: int = 20
     ci_configs: bool = False  # start from the *_ci.yaml configs (tiny budget)
@@ -74,7 +80,6 @@ _TINY_OVERRIDES = (
 _TINY = Budget(
     overrides=_TINY_OVERRIDES,
     reptile_overrides=_TINY_OVERRIDES,
-    ppo_timesteps=64,
     eval_tasks=3,
     eval_episodes=2,
     ci_configs=True,
@@ -91,10 +96,8 @@ _MUJOCO_SMALL_OVERRIDES = (
     "train.episodes_per_task=10",
 )
 _MUJOCO_BUDGETS = {
-    "small": Budget(
-        _MUJOCO_SMALL_OVERRIDES, ppo_timesteps=100_000, eval_tasks=20, eval_episodes=10
-    ),
-    "paper": Budget(("train.iterations=500",), ppo_timesteps=1_000_000),
+    "small": Budget(_MUJOCO_SMALL_OVERRIDES, eval_tasks=20, eval_episodes=10),
+    "paper": Budget(("train.iterations=500",)),
     "tiny": _TINY,
 }
 
@@ -119,8 +122,18 @@ BENCHMARKS: dict[str, Benchmark] = {
             "navigation2d",
             {
                 # the paper's batch (20 tasks x 20 episodes), 50 meta-iterations
-                "small": Budget(("train.iterations=50",), ppo_timesteps=100_000),
-                "paper": Budget(("train.iterations=500",), ppo_timesteps=1_000_000),
+                "small": Budget(("train.iterations=50",)),
+                # the `make run` batch (10 tasks x 10 episodes), 20 meta-iterations: ~0.4 M steps
+                "quick": Budget(
+                    (
+                        "train.iterations=20",
+                        "train.meta_batch_size=10",
+                        "train.episodes_per_task=10",
+                    ),
+                    eval_tasks=20,
+                    eval_episodes=10,
+                ),
+                "paper": Budget(("train.iterations=500",)),
                 "tiny": _TINY,
             },
             paper={
@@ -136,6 +149,19 @@ BENCHMARKS: dict[str, Benchmark] = {
                 "small": dataclasses.replace(
                     _MUJOCO_BUDGETS["small"], reptile_overrides=("train.iterations=40",)
                 ),
+                # 10 tasks x 10 episodes x 6 iterations (0.24 M env steps): shows the pipeline
+                # with baselines matched to it in ~15 min here (their PPO is the slow part)
+                "quick": Budget(
+                    (
+                        "train.iterations=6",
+                        "train.meta_batch_size=10",
+                        "train.episodes_per_task=10",
+                        "train.sampler=mujoco",
+                    ),
+                    reptile_overrides=("train.iterations=6",),
+                    eval_tasks=20,
+                    eval_episodes=10,
+                ),
                 # 10 tasks x 10 episodes x 400 iterations (16 M env steps, ~20 min here)
                 "long": Budget(
                     (
@@ -145,7 +171,6 @@ BENCHMARKS: dict[str, Benchmark] = {
                         "train.checkpoint_every=25",
                         "train.sampler=process",
                     ),
-                    ppo_timesteps=100_000,
                     eval_tasks=20,
                     eval_episodes=10,
                 ),
@@ -187,11 +212,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--budget",
         default="small",
         choices=sorted({name for b in BENCHMARKS.values() for name in b.budgets}),
-        help="default: small (long: halfcheetah_dir only)",
+        help="default: small (long: halfcheetah_dir only; quick: navigation2d, halfcheetah_dir)",
     )
     parser.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "reproduce")
     parser.add_argument("--results-dir", type=Path, default=ROOT / "experiments" / "results")
-    parser.add_argument("--seed", type=int, default=1, help="training seed of every method")
+    parser.add_argument(
+        "--seed",
+        dest="seeds",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="training seed of every method; several: one table each, and their spread",
+    )
     parser.add_argument(
         "--eval-seed", type=int, default=1, help="held-out task stream (never training's)"
     )
@@ -262,9 +294,7 @@ def run_benchmark(args: argparse.Namespace) -> Path:
         known = ", ".join(sorted(benchmark.budgets))
         raise SystemExit(f"--budget {args.budget}: {benchmark.name} has budgets {known}")
     budget = benchmark.budgets[args.budget]
-    work = args.work_dir / benchmark.name
-    if args.budget != "small":
-        work = work.with_name(f"{benchmark.name}_{args.budget}")
+    work = args.work_dir / result_stem(benchmark, args.budget, args.seed)
     common = [f"train.seed={args.seed}", f"train.num_threads={args.threads}"]
     methods = [("maml_trpo", _config_path("maml", benchmark, budget), budget.overrides)]
     reptile = _config_path("reptile", benchmark, budget)
@@ -339,6 +369,84 @@ def _fmt_seconds(s: float) -> str:
     return f"{s:.1f} s" if s < 10 else f"{s:.0f} s"
 
 
+def oracle_warnings(curves: Sequence[Any]) -> list[str]:
+    """Why this table's oracle is not an upper bound, if it is not: a meta-learner that beats
+    it after adaptation (the oracle is undertrained), or an oracle stopped by its cap."""
+    oracle = next((c for c in curves if c.method == "oracle"), None)
+    if oracle is None:
+        return []
+    best = max(mean for mean, _ in oracle.mean_ci())
+    steps = int(oracle.info.get("train_env_steps", 0))
+    warnings = []
+    for curve in curves:
+        if curve.method in BASELINES:
+            continue
+        beaten = [(k, m) for k, (m, _) in enumerate(curve.mean_ci()) if k >= 1 and m > best]
+        if beaten:
+            k, mean = beaten[0]
+            warnings.append(
+                f"{curve.method} after {k} step{'s' if k > 1 else ''} ({mean:.1f}) beats the "
+                f"oracle (its best: {best:.1f}, trained for {_fmt_steps(steps)} env steps, "
+                f"stopped by: {oracle.info.get('stopped', '?')}). An oracle that observes the "
+                "task should not lose to adaptation: it is undertrained, and this table has "
+                "no upper bound."
+            )
+    if oracle.info.get("stopped") == "cap":
+        warnings.append(
+            f"the oracle reached its cap of {_fmt_steps(steps)} env steps before its learning "
+            "curve flattened: it may be undertrained."
+        )
+    return warnings
+
+
+def baseline_lines(curves: Sequence[Any]) -> list[str]:
+    """One budget line per SB3 baseline: env steps, where its settings come from, why it stopped."""
+    lines = []
+    for curve in curves:
+        if curve.method not in ("pretrained", "oracle"):
+            continue
+        info = curve.info
+        what = {
+            "pretrained": "a new random task every episode, the same env steps as the "
+            "meta-learner (default), then the same inner steps",
+            "oracle": "observes the task; trained until its learning curve is flat "
+            "(`meta_rl.agents.pretrained.FlatStop`: the last 3 chunks of training episodes "
+            "raised the best chunk mean by < 5 % of the whole gain), capped at the "
+            "meta-learner's env steps",
+        }[curve.method]
+        stopped = {"flat": "flattened", "cap": "cap reached, NOT flat", "budget": "budget"}
+        lines.append(
+            f"- {curve.method}: SB3 PPO, {what}; settings: {info.get('settings_source', '?')}; "
+            f"{_fmt_steps(int(info.get('train_env_steps', 0)))} env steps, "
+            f"{float(info.get('train_wall_s', 0.0)):.0f} s, stopped: "
+            f"{stopped.get(info.get('stopped', ''), '?')}."
+        )
+    return lines
+
+
+def paper_budget_line(benchmark: Benchmark, trained: dict[str, dict[str, Any]]) -> str:
+    """The paper-budget config's env steps (its batch x horizon x phases x iterations) next to
+    what MAML-TRPO consumed here."""
+    import gymnasium as gym
+
+    from meta_rl.config import load_config
+
+    budget = benchmark.budgets["paper"]
+    paper = load_config(_config_path("maml", benchmark, budget), budget.overrides)
+    horizon = paper.env.max_episode_steps or gym.spec(paper.env.id).max_episode_steps
+    tr = paper.train
+    phases = paper.algo.num_inner_steps + 1
+    steps = tr.meta_batch_size * tr.episodes_per_task * horizon * phases * tr.iterations
+    here = trained.get("maml_trpo", {}).get("train_env_steps", 0)
+    return (
+        f"- Paper budget (`--budget paper`: {tr.meta_batch_size} tasks x "
+        f"{tr.episodes_per_task} episodes x {horizon} steps x {phases} phases x "
+        f"{tr.iterations} meta-iterations): at most {_fmt_steps(steps)} env steps "
+        f"(episodes that end early take fewer); MAML-TRPO here: {_fmt_steps(here)}"
+        + (f", {here / steps:.1%} of it." if steps else ".")
+    )
+
+
 def write_report(
     args: argparse.Namespace,
     benchmark: Benchmark,
@@ -352,7 +460,7 @@ def write_report(
 
     out = args.results_dir
     out.mkdir(parents=True, exist_ok=True)
-    stem = benchmark.name if args.budget == "small" else f"{benchmark.name}_{args.budget}"
+    stem = result_stem(benchmark, args.budget, args.seed)
     png = plot_curves(
         [(c.method, c) for c in curves],
         out / f"{stem}.png",
@@ -391,6 +499,8 @@ def write_report(
     command = f"python experiments/reproduce.py --benchmark {benchmark.name}"
     if args.budget != "small":
         command += f" --budget {args.budget}"
+    if args.seed != 1:
+        command += f" --seed {args.seed}"
     lines = [
         f"# {benchmark.name}: adaptation on held-out tasks ({args.budget} budget)",
         "",
@@ -409,6 +519,7 @@ def write_report(
         table,
         "",
         *success,
+        *(f"**Warning: {w}**\n" for w in oracle_warnings(curves)),
         f"![adaptation curves]({png.name})",
         "",
         "## Budget",
@@ -431,13 +542,9 @@ def write_report(
             f"{_fmt_steps(info['train_env_steps'])} env steps, {info['train_wall_s']:.0f} s; "
             f"{info['status']}."
         )
-    if any(c.method in ("pretrained", "oracle") for c in curves):
-        lines.append(
-            f"- pretrained / oracle: SB3 PPO for {_fmt_steps(budget.ppo_timesteps)} env steps each "
-            "(a new random task every episode; the oracle also observes the task), then "
-            "the same inner steps as the meta-learned policy."
-        )
+    lines += baseline_lines(curves)
     lines.append("- random: the meta-learner's own initialisation, meta-training skipped.")
+    lines.append(paper_budget_line(benchmark, trained))
     lines += [
         f"- Held-out tasks: seed {args.eval_seed}, spawn key `EVAL_SPAWN_KEY` of "
         "`meta_rl.evaluation` (disjoint from the training stream); same tasks, resets and "
@@ -474,9 +581,67 @@ def _success_table(curves: list[Any]) -> list[str]:
     ]
 
 
+def result_stem(benchmark: Benchmark, budget: str, seed: int) -> str:
+    """``<benchmark>[_<budget>][_seed<N>]``: names its work dir and its result files."""
+    stem = benchmark.name if budget == "small" else f"{benchmark.name}_{budget}"
+    return stem if seed == 1 else f"{stem}_seed{seed}"
+
+
+def write_seed_summary(args: argparse.Namespace, stems: Sequence[str]) -> Path:
+    """``<benchmark>[_<budget>]_seeds.md``: per method and step, the mean over seeds of the
+    held-out mean return and its spread (sample standard deviation over seeds), read back
+    from each seed's CSV."""
+    import statistics
+
+    by_key: dict[tuple[str, int], list[float]] = {}
+    for stem in stems:
+        with (args.results_dir / f"{stem}.csv").open(encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                key = (row["method"], int(row["step"]))
+                by_key.setdefault(key, []).append(float(row["mean_return"]))
+    methods = list(dict.fromkeys(method for method, _ in by_key))
+    header = ["method", *(f"after {k} step{'s' if k != 1 else ''}" for k in range(STEPS + 1))]
+    rows = []
+    for method in methods:
+        cells = [method]
+        for step in range(STEPS + 1):
+            values = by_key.get((method, step), [])
+            spread = statistics.stdev(values) if len(values) > 1 else float("nan")
+            cells.append(f"{statistics.fmean(values):.1f} ± {spread:.1f} (n={len(values)})")
+        rows.append(cells)
+    base = result_stem(BENCHMARKS[args.benchmark], args.budget, 1)
+    seeds = " ".join(str(s) for s in args.seeds)
+    lines = [
+        f"# {args.benchmark} ({args.budget} budget): {len(stems)} seeds",
+        "",
+        f"Generated by `python experiments/reproduce.py --benchmark {args.benchmark} --budget "
+        f"{args.budget} --seed {seeds}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC "
+        "from the per-seed tables it wrote (none edited by hand).",
+        "",
+        "Mean over training seeds of each seed's mean held-out return, ± the sample standard "
+        "deviation over seeds (the spread between runs, not a confidence interval). Each "
+        "seed's budget, baselines and intervals: "
+        + ", ".join(f"[{stem}.md]({stem}.md)" for stem in stems)
+        + ".",
+        "",
+        format_table(header, rows, markdown=True),
+        "",
+    ]
+    path = args.results_dir / f"{base}_seeds.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    print(path)
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
-    run_benchmark(parse_args(argv))
+    args = parse_args(argv)
+    stems = []
+    for seed in args.seeds:
+        run_benchmark(argparse.Namespace(**{**vars(args), "seed": seed}))
+        stems.append(result_stem(BENCHMARKS[args.benchmark], args.budget, seed))
+    if len(stems) > 1:
+        write_seed_summary(args, stems)
     return 0
 
 

@@ -134,6 +134,7 @@ def build_sampler(config: Config, device: torch.device) -> Sampler:
         "max_episode_steps": config.env.max_episode_steps,
         "device": device,
         "task_forward": closed_form.task_forward,  # the plain Gaussian MLP's batched forward
+        "clip_actions": tr.clip_actions,
     }
     if tr.sampler == "process":
         from meta_rl.samplers.process import ProcessSampler
@@ -145,7 +146,25 @@ def build_sampler(config: Config, device: torch.device) -> Sampler:
         from meta_rl.samplers.torch_native import TorchSampler
 
         return TorchSampler(*args, **kwargs)
+    if tr.sampler == "mjx":
+        return _build_mjx_sampler(args, kwargs)
     return VectorSampler(*args, **kwargs)
+
+
+def _build_mjx_sampler(args: tuple, kwargs: dict[str, Any]) -> Sampler:
+    """The torch-native sampler over a family stepped by MJX (``meta_rl.samplers.mjx``)."""
+    from meta_rl.samplers.torch_native import TorchSampler
+
+    try:
+        from meta_rl.samplers.mjx import MJXHalfCheetah
+    except ImportError as exc:
+        raise ConfigError(
+            f"train.sampler: mjx needs the mjx extra (pip install 'meta-rl[mjx]'): {exc}"
+        ) from None
+    try:
+        return TorchSampler(*args, batched=MJXHalfCheetah, **kwargs)
+    except ValueError as exc:
+        raise ConfigError(f"train.sampler: {exc}") from None
 
 
 def _build_mujoco_sampler(config: Config, args: tuple, kwargs: dict[str, Any]) -> Sampler:

@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=defaults.baseline_timesteps,
         metavar="N",
-        help="SB3 PPO env steps of the pretrained / oracle baselines (default %(default)s)",
+        help="SB3 PPO env steps of the pretrained baseline, and the oracle's cap (it stops "
+        "once its learning curve is flat); default: the run's own training env steps",
     )
     evaluate.add_argument("--out", type=Path, help="output directory (default: RUN_DIR/eval)")
     evaluate.add_argument("--threads", type=int, metavar="N", help="torch threads")

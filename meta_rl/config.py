@@ -33,6 +33,7 @@ from meta_rl.algorithms.settings import (
     ALGORITHM_SETTINGS,
     STRICT,
     AlgoSettings,
+    Bool,
     Float,
     Int,
     MAMLTRPOSettings,
@@ -43,7 +44,7 @@ from meta_rl.algorithms.settings import (
 ALGORITHMS: tuple[str, ...] = tuple(ALGORITHM_SETTINGS)
 """Meta-learners the trainer knows (``algo.name``)."""
 
-Sampler = Literal["vector", "process", "torch", "mujoco"]
+Sampler = Literal["vector", "process", "torch", "mujoco", "mjx"]
 PolicyKind = Literal["mlp", "gru", "sb3"]
 DEVICE_NAMES = ("cpu", "cuda", "auto")
 
@@ -107,10 +108,14 @@ class TrainConfig:
     leaves the process alone"""
     sampler: Sampler = "vector"
     """sampler backend: vector (in-process) | process (worker per core) | torch (tensor envs) |
-    mujoco (HalfCheetah/Ant families stepped batched, same episodes as vector)"""
+    mujoco (HalfCheetah/Ant families stepped batched, same episodes as vector) | mjx
+    (HalfCheetah families on MuJoCo XLA, the whole loop on train.device; extra meta-rl[mjx])"""
     num_workers: Annotated[Int, Field(ge=1)] | None = None
     """worker processes of the process sampler (None: one per core); mujoco: None steps
     in-process with a thread per core, N shards the batch over N worker processes"""
+    clip_actions: Bool = True
+    """clip Box actions to the action space before env.step (as SB3); the episodes keep the
+    unclipped sample and its log-probability. false: the raw Gaussian sample reaches the env"""
     eval_every: Annotated[Int, Field(ge=0)] = 0
     """held-out evaluation (as `meta-rl evaluate`) every N iterations, logged as eval/; 0: off"""
     eval_tasks: Annotated[Int, Field(ge=2)] = 10
@@ -177,8 +182,9 @@ class EvalSettings:
     """steps 2..K use step_size * later_factor (1/2, as the MAML paper's scripts)"""
     baselines: tuple[Baseline, ...] = ()
     """baselines evaluated on the same tasks and steps"""
-    baseline_timesteps: Annotated[Int, Field(ge=1)] = 100_000
-    """SB3 PPO env steps of the pretrained and oracle baselines"""
+    baseline_timesteps: Annotated[Int, Field(ge=1)] | None = None
+    """SB3 PPO env steps of the pretrained baseline and the cap of the oracle's (which stops
+    earlier once its learning curve is flat); None: the meta-learner's own training env steps"""
 
 
 # ---------------------------------------------------------------------------------------------

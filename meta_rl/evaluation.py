@@ -270,6 +270,7 @@ def make_eval_sampler(
         max_episode_steps=config.env.max_episode_steps,
         device=device,
         task_forward=closed_form.task_forward,  # as build_sampler: the same episodes
+        clip_actions=config.train.clip_actions,
     )
 
 
@@ -289,6 +290,9 @@ def evaluate_run(
     to ``out_dir`` (default ``RUN_DIR/eval``). SB3 baselines are trained once and cached as
     ``<baseline_cache>/<name>.zip`` (default: ``out_dir``); ``baseline_overrides`` replaces
     fields of their ``meta_rl.agents.pretrained.PPOBaselineSpec`` (``n_envs``, ``ppo_kwargs``, ...).
+    Their budget is ``settings.baseline_timesteps``, by default the run's own training env
+    steps (``trained_env_steps``), so a pretrained policy and the meta-learner it is compared
+    with have seen as many env steps.
     """
     from meta_rl.builders import build_policy
 
@@ -318,8 +322,11 @@ def evaluate_run(
                 f"{name} (own inner loop)", config, policy, sampler, tasks, sampler_state
             )
             curves.append(own)
+        budget = settings.baseline_timesteps
         for baseline in settings.baselines:
             say(f"evaluating baseline {baseline}")
+            if baseline != "random" and budget is None:
+                budget = trained_env_steps(run_dir)  # as many env steps as the meta-learner
             curves.append(
                 evaluate_baseline(
                     baseline,
@@ -328,7 +335,7 @@ def evaluate_run(
                     tasks,
                     sizes,
                     sampler_state,
-                    timesteps=settings.baseline_timesteps,
+                    timesteps=budget or 0,
                     cache_dir=Path(baseline_cache) if baseline_cache else out,
                     overrides=baseline_overrides,
                     progress=progress,
@@ -352,6 +359,15 @@ def evaluate_run(
         )
     write_results(out, curves, meta)
     return curves
+
+
+def trained_env_steps(run_dir: str | Path) -> int:
+    """Env steps a run's meta-training consumed (its last ``progress.csv`` row)."""
+    with (Path(run_dir) / "progress.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{run_dir}: progress.csv has no iteration yet")
+    return int(rows[-1]["env_steps"])
 
 
 def evaluate_baseline(
@@ -383,30 +399,32 @@ def evaluate_baseline(
     if name not in ("pretrained", "oracle"):
         raise ValueError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
     from meta_rl.agents.pretrained import (
-        PPOBaselineSpec,
+        baseline_spec,
+        cache_path,
         is_cached,
         load_or_train_ppo_baseline,
         oracle_env_id,
     )
 
     oracle = name == "oracle"
-    spec = PPOBaselineSpec(
-        env_id=config.env.id,
-        oracle=oracle,
-        total_timesteps=timesteps,
-        seed=config.train.seed,
+    spec = baseline_spec(
+        config.env.id,
+        oracle,
+        timesteps,
+        config.train.seed,
         hidden_sizes=tuple(config.policy.hidden_sizes),
         activation=config.policy.activation,
         env_kwargs=dict(config.env.kwargs),
         max_episode_steps=config.env.max_episode_steps,
     )
     spec = dataclasses.replace(spec, **dict(overrides or {}))
-    path = cache_dir / f"{name}.zip"
+    path = cache_path(cache_dir, name, spec)
     if is_cached(spec, path):
         say(f"baseline {name}: reusing {path}, trained for the same settings before")
     else:
         steps = spec.total_timesteps
-        say(f"baseline {name}: SB3 PPO for {steps:,} env steps, saved to {path} when done")
+        what = "at most " if spec.stop_when_flat else ""
+        say(f"baseline {name}: SB3 PPO for {what}{steps:,} env steps, saved to {path} when done")
     actor, info = load_or_train_ppo_baseline(spec, path, _ppo_progress(name, spec.total_timesteps))
     info = {k: v for k, v in info.items() if k != "cached"}
     if not oracle:

@@ -11,14 +11,19 @@ import pytest
 import torch
 
 import meta_rl.envs  # noqa: F401  (registers the families)
+from meta_rl.agents.policies import make_policy
 from meta_rl.agents.pretrained import (
+    FlatStop,
     PPOBaselineSpec,
     RandomTaskWrapper,
     TaskObservationWrapper,
+    baseline_spec,
+    cache_path,
     load_or_train_ppo_baseline,
     oracle_env_id,
     task_vector,
     train_ppo_baseline,
+    zoo_body,
 )
 from meta_rl.functional import expand_to_tasks, policy_params
 from meta_rl.samplers import VectorSampler
@@ -122,8 +127,8 @@ def test_random_task_wrapper_draws_from_its_own_generator():
 def test_ppo_baselines_see_the_right_observations_and_leave_global_rngs_alone():
     np_state, py_state = np.random.get_state()[1].copy(), random.getstate()
     torch_state = torch.get_rng_state().clone()
-    pretrained = train_ppo_baseline(tiny_spec(oracle=False))
-    oracle = train_ppo_baseline(tiny_spec(oracle=True))
+    pretrained, _, _ = train_ppo_baseline(tiny_spec(oracle=False))
+    oracle, _, _ = train_ppo_baseline(tiny_spec(oracle=True))
     assert pretrained.observation_space.shape == (2,)
     assert oracle.observation_space.shape == (4,)
     assert pretrained.num_timesteps == oracle.num_timesteps == 32
@@ -131,7 +136,7 @@ def test_ppo_baselines_see_the_right_observations_and_leave_global_rngs_alone():
     assert random.getstate() == py_state
     assert torch.equal(torch.get_rng_state(), torch_state)
     # same spec, same seed -> the same weights
-    again = train_ppo_baseline(tiny_spec(oracle=False))
+    again, _, _ = train_ppo_baseline(tiny_spec(oracle=False))
     for a, b in zip(
         pretrained.policy.state_dict().values(), again.policy.state_dict().values(), strict=True
     ):
@@ -158,3 +163,91 @@ def test_cached_baseline_reloads_for_the_same_spec_and_retrains_otherwise(tmp_pa
 def test_oracle_wrapper_refuses_non_box_observations():
     with pytest.raises(TypeError):
         TaskObservationWrapper(gym.make("MetaRL/TabularMDP-v0"))
+
+
+def test_zoo_settings_for_the_mujoco_bodies_and_the_run_network_elsewhere():
+    cheetah = baseline_spec(CHEETAH_DIR, False, 1000, 0, hidden_sizes=(100, 100))
+    assert cheetah.normalize and cheetah.n_envs == 1 and cheetah.hidden_sizes == (256, 256)
+    assert cheetah.ppo_kwargs["learning_rate"] == 2.0633e-05 and cheetah.log_std_init == -2.0
+    assert cheetah.source == "RL Baselines3 Zoo, HalfCheetah" and cheetah.stop_when_flat is None
+    ant = baseline_spec("MetaRL/AntVel-v0", True, 1000, 0)
+    assert ant.normalize and ant.ppo_kwargs["n_steps"] == 2048 and ant.stop_when_flat
+    assert zoo_body("MetaRL/ReacherGoal-v0") == "Reacher"
+    nav = baseline_spec(NAV, True, 1000, 0, hidden_sizes=(8,), activation="tanh")
+    assert zoo_body(NAV) is None and not nav.normalize and nav.hidden_sizes == (8,)
+    assert nav.stop_when_flat == FlatStop(every=100)
+
+
+@pytest.mark.parametrize(
+    ("scores", "flat"),
+    [
+        ([-90, -60, -40], False),  # fewer chunks than patience + 1
+        ([-90, -60, -40, -30, -20], False),  # still gaining
+        ([-90, -20, -19, -18.5, -18.2], True),  # last 3 chunks: 1.8 of a 71.8 gain
+        ([-90, -20, -25, -30, -21], True),  # no new best in the last 3 chunks
+        ([-90, -95, -99, -97, -92], False),  # never improved: train on to the cap
+    ],
+)
+def test_the_oracle_stops_when_its_learning_curve_is_flat(scores, flat):
+    assert FlatStop(every=1).flat(scores) is flat
+
+
+def test_normalized_baselines_act_on_the_frozen_statistics(tmp_path):
+    spec = tiny_spec(oracle=False, normalize=True, total_timesteps=64)
+    actor, _ = load_or_train_ppo_baseline(spec, tmp_path / "p.zip")
+    model, normalizer, _ = train_ppo_baseline(spec)  # the same seed: the same model
+    obs = np.random.default_rng(0).normal(size=(5, 2)).astype(np.float32)
+    expected = model.policy.get_distribution(torch.as_tensor(normalizer.normalize_obs(obs)))
+    got = actor(torch.as_tensor(obs))
+    torch.testing.assert_close(got.mean, expected.distribution.mean)
+    assert "mean" not in dict(actor.named_parameters())  # statistics never adapt
+    # and the evaluation adapts it like any policy (per-task parameters, buffers shared)
+    from meta_rl.adaptation import AdvantageEstimator
+    from meta_rl.evaluation import adaptation_curve
+
+    sampler = VectorSampler(NAV, 2, 2, seed=0, max_episode_steps=5)
+    tasks = sampler.sample_tasks()
+    curve = adaptation_curve(
+        "pretrained",
+        actor,
+        sampler,
+        tasks,
+        [0.1],
+        AdvantageEstimator(0.99, 1.0, True),
+        sampler.rng_state(),
+    )
+    assert curve.task_returns[0] != curve.task_returns[1]
+
+
+def test_baselines_are_cached_per_spec_and_reused(tmp_path):
+    spec, other = tiny_spec(oracle=False), tiny_spec(oracle=False, seed=3)
+    first, second = (
+        cache_path(tmp_path, "pretrained", spec),
+        cache_path(tmp_path, "pretrained", other),
+    )
+    assert first != second and cache_path(tmp_path, "pretrained", tiny_spec(False)) == first
+    _, trained = load_or_train_ppo_baseline(spec, first)
+    load_or_train_ppo_baseline(other, second)  # does not evict the first
+    stamp = first.stat().st_mtime_ns
+    _, again = load_or_train_ppo_baseline(spec, first)
+    assert again["cached"] and not trained["cached"] and first.stat().st_mtime_ns == stamp
+
+
+def test_a_small_oracle_run_beats_the_random_policy_on_navigation(tmp_path):
+    from meta_rl.evaluation import adaptation_curve, held_out_generators, held_out_tasks
+
+    spec = baseline_spec(NAV, True, 8192, 0, hidden_sizes=(32, 32), activation="tanh")
+    oracle, info = load_or_train_ppo_baseline(spec, tmp_path / "oracle.zip")
+    assert info["train_env_steps"] <= 8192 + 2048  # capped (one rollout may overshoot)
+    plain = VectorSampler(NAV, 5, 4, seed=0)
+    sampler = VectorSampler(oracle_env_id(NAV), 5, 4, seed=0)
+    tasks = held_out_tasks(plain, 5, 1)
+    state = held_out_generators(1)[1].bit_generator.state
+    random_policy = make_policy(plain.observation_space, plain.action_space, (32, 32), "tanh")
+    random_policy.reset_parameters(torch.Generator().manual_seed(0))
+    returns = {}
+    for name, policy, s in (("random", random_policy, plain), ("oracle", oracle, sampler)):
+        curve = adaptation_curve(name, policy, s, tasks, [], None, state)
+        returns[name] = curve.mean_ci()[0][0]
+    # measured at seed 0: -159.9 (random) and -60.1 (oracle after 8 k PPO steps, at its cap)
+    assert returns["oracle"] > returns["random"] + 50, returns

@@ -286,7 +286,8 @@ BAD_CASES = [
     (
         "",
         ["train.sampler=vectr"],
-        "config error: train.sampler: must be one of vector, process, torch, mujoco, got 'vectr'",
+        "config error: train.sampler: must be one of vector, process, torch, mujoco, mjx, "
+        "got 'vectr'",
     ),
     ("", ["train.num_workers=0"], "config error: train.num_workers: must be >= 1 or null, got 0"),
     ("", ["algo.task_chunk=-1"], "config error: algo.task_chunk: must be >= 0, got -1"),

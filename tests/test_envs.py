@@ -198,6 +198,31 @@ def test_mujoco_horizon_is_200():
         assert make(env_id).spec.max_episode_steps == 200
 
 
+def test_reacher_goal_reward_observation_and_goal_disk():
+    env = make("ReacherGoal-v0")
+    base = env.unwrapped
+    goal = [0.12, -0.05]
+    first, _ = env.reset(seed=3, options={"task": {"goal": goal}})
+    assert first.shape == (8,) and env.observation_space.shape == (8,)
+    np.testing.assert_allclose(base.get_body_com("target")[:2], goal)  # the target is the goal
+    again, _ = env.reset(seed=3)  # a reset keeps the task (v5 would redraw its target)
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_allclose(base.get_body_com("target")[:2], goal)
+    env.action_space.seed(0)
+    for _ in range(20):
+        action = env.action_space.sample()
+        _, reward, _, _, info = env.step(action)
+        tip = base.get_body_com("fingertip")[:2]
+        assert info["distance"] == pytest.approx(np.hypot(*(tip - goal)))
+        assert info["reward_ctrl"] == pytest.approx(-np.sum(np.square(action)))
+        assert reward == pytest.approx(info["reward_ctrl"] - info["distance"])
+    other, _ = env.reset(seed=3, options={"task": {"goal": [-0.1, 0.1]}})
+    np.testing.assert_array_equal(first, other)  # the goal is not observed
+    goals = np.array([t["goal"] for t in base.sample_tasks(4000, np.random.default_rng(0))])
+    radius = np.hypot(*goals.T)
+    assert radius.max() <= 0.2 and np.mean(radius < 0.1) == pytest.approx(0.25, abs=0.03)
+
+
 # ---------------------------------------------------------------- Bandit and tabular MDP
 
 
@@ -377,8 +402,8 @@ def test_pickle_keeps_kwargs_and_task(env_id):
 
 
 def test_every_registered_family_is_a_task_env_with_the_paper_horizon():
-    horizons = {"Navigation2D-v0": 100, "Bandit-K5-v0": 10, "TabularMDP-v0": 10}
-    assert len(envs.FAMILY_IDS) == 10
+    horizons = {"Navigation2D-v0": 100, "TabularMDP-v0": 10, "ReacherGoal-v0": 50}
+    assert len(envs.FAMILY_IDS) == 11
     for env_id in envs.FAMILY_IDS:
         spec = gym.spec(env_id)
         name = env_id.removeprefix("MetaRL/")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import re
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from meta_rl.evaluation import load_results
+from meta_rl.evaluation import load_results, trained_env_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,8 +73,23 @@ def test_reproduce_navigation_tiny_end_to_end_and_rerun_reuses(tmp_path):
     with Image.open(results / "navigation2d_tiny.png") as image:
         assert image.format == "PNG"
 
+    # the baselines got the meta-learner's env steps (the oracle as its cap), by default
+    baselines = tmp_path / "work" / "navigation2d_tiny" / "baselines"
+    maml_steps = trained_env_steps(tmp_path / "work" / "navigation2d_tiny" / "maml_trpo")
+    assert f"{maml_steps / 1e3:.1f} k" in rows["pretrained"][4]
+    specs = {p.name.split("-")[0]: json.loads(p.read_text()) for p in baselines.glob("*.json")}
+    assert set(specs) == {"pretrained", "oracle"}
+    for meta in specs.values():
+        assert meta["spec"]["total_timesteps"] == maml_steps
+    assert (
+        specs["oracle"]["spec"]["stop_when_flat"]
+        and not specs["pretrained"]["spec"]["stop_when_flat"]
+    )
+    stamps = {p: p.stat().st_mtime_ns for p in baselines.iterdir()}
+
     # a second invocation reuses the run and the cached baselines, and measures the same
     assert script.main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in baselines.iterdir()} == stamps  # cache hits
     again = (results / "navigation2d_tiny.md").read_text()
     assert "reused (trained by an earlier invocation)" in again
     assert {k: v[:4] for k, v in table_rows(again).items()} == {k: v[:4] for k, v in rows.items()}
@@ -87,5 +103,67 @@ def test_budgets_name_existing_configs_and_small_is_the_default():
         assert {"small", "paper", "tiny"} <= set(benchmark.budgets)
         for budget in benchmark.budgets.values():
             assert script._config_path("maml", benchmark, budget).is_file()
-    with pytest.raises(SystemExit, match="navigation2d has budgets paper, small, tiny"):
+    with pytest.raises(SystemExit, match="navigation2d has budgets paper, quick, small, tiny"):
         script.main(["--benchmark", "navigation2d", "--budget", "long"])
+
+
+def _curve(method, means, **info):
+    from meta_rl.evaluation import AdaptationCurve
+
+    returns = [[m - 1.0, m, m + 1.0] for m in means]  # three tasks around each mean
+    return AdaptationCurve(method, [0.1] * (len(means) - 1), returns, info=info)
+
+
+def test_a_meta_learner_that_beats_the_oracle_is_flagged_in_the_report(tmp_path):
+    script = load_script()
+    oracle = _curve("oracle", [-10.0, -9.5, -9.8, -9.9], stopped="flat", train_env_steps=5000)
+    fine = [_curve("maml_trpo", [-40.0, -15.0, -11.0, -9.6]), oracle]
+    assert script.oracle_warnings(fine) == []
+    beaten = [_curve("maml_trpo", [-40.0, -15.0, -9.0, -8.0]), _curve("random", [-5.0] * 4)]
+    warnings = script.oracle_warnings([*beaten, oracle])
+    assert len(warnings) == 1  # random's own return never counts: it is not adapted by MAML
+    assert warnings[0].startswith("maml_trpo after 2 steps (-9.0) beats the oracle (its best: -9.5")
+    capped = _curve("oracle", [-10.0] * 4, stopped="cap", train_env_steps=5000)
+    assert "reached its cap of 5.0 k env steps" in script.oracle_warnings([capped])[0]
+
+    benchmark = script.BENCHMARKS["navigation2d"]
+    args = script.parse_args(
+        ["--benchmark", "navigation2d", "--budget", "tiny", "--results-dir", str(tmp_path)]
+    )
+    args.seed = 1
+    trained = {
+        "maml_trpo": {
+            "config": "c.yaml",
+            "overrides": (),
+            "iterations": 1,
+            "train_env_steps": 100,
+            "train_wall_s": 1.0,
+            "status": "trained",
+        }
+    }
+    path = script.write_report(
+        args, benchmark, benchmark.budgets["tiny"], [*beaten, oracle], trained, 0.0, 0.5
+    )
+    text = path.read_text()
+    assert f"**Warning: {warnings[0]}**" in text
+    assert "MAML-TRPO here: 0.1 k, 0.0% of it" in text  # the shortfall against the paper's
+
+
+def test_several_seeds_get_a_table_each_and_a_spread_over_them(tmp_path):
+    script = load_script()
+    results = tmp_path / "results"
+    args = ["--benchmark", "navigation2d", "--budget", "tiny", "--skip", "reptile"]
+    args += ["--work-dir", str(tmp_path / "work"), "--results-dir", str(results)]
+    assert script.main([*args, "--seed", "1", "2"]) == 0
+    assert (results / "navigation2d_tiny.md").is_file()
+    assert "--seed 2`" in (results / "navigation2d_tiny_seed2.md").read_text()
+    means = {}
+    for stem in ("navigation2d_tiny", "navigation2d_tiny_seed2"):
+        with (results / f"{stem}.csv").open() as f:
+            for row in csv.DictReader(f):
+                means.setdefault((row["method"], row["step"]), []).append(float(row["mean_return"]))
+    rows = table_rows((results / "navigation2d_tiny_seeds.md").read_text())
+    assert list(rows) == ["maml_trpo", "random", "pretrained", "oracle"]
+    a, b = means[("maml_trpo", "1")]
+    spread = abs(a - b) / 2**0.5  # the sample standard deviation of two values
+    assert rows["maml_trpo"][1] == f"{(a + b) / 2:.1f} ± {spread:.1f} (n=2)"

@@ -85,6 +85,22 @@ def sample_action(dist: torch.distributions.Distribution) -> torch.Tensor:
     return dist.sample()
 
 
+ActionBounds = tuple[np.ndarray, np.ndarray]
+
+
+def action_bounds(space: spaces.Space, clip: bool) -> ActionBounds | None:
+    """``(low, high)`` that a Box action is clipped to before ``env.step``; None: sent as drawn.
+
+    SB3 clips the same way: a Gaussian sample outside the Box is what the learner sees and
+    scores (the episodes keep it and its log-probability), the env gets the nearest action
+    inside, so a control cost on the action never punishes a sample the actuators cannot
+    apply. Discrete actions are always in their space.
+    """
+    if not clip or not isinstance(space, spaces.Box):
+        return None
+    return space.low.astype(np.float32), space.high.astype(np.float32)
+
+
 def make_family(env_id: str, env_kwargs: dict[str, Any] | None = None) -> tuple[gym.Env, int]:
     """One env of the family and its horizon; a family without a time limit is refused."""
     env = gym.make(env_id, **(env_kwargs or {}))
@@ -178,6 +194,7 @@ def rollout(
     draw_action: Callable[[torch.distributions.Distribution], torch.Tensor] = sample_action,
     stop_when_done: bool = True,
     task_forward: TaskForward = task_distribution,
+    clip_to: ActionBounds | None = None,
 ) -> int:
     """One episode per sub-env, written into rows ``first_row:first_row + len(sub_envs)``.
 
@@ -188,7 +205,8 @@ def rollout(
     ``torch_seed`` inside ``fork_rng`` (distributions offer no generator argument), so a draw
     is a function of the sampler's own seed and the caller's RNG is left untouched.
     ``draw_action`` lets a worker that holds a shard draw as the whole batch would;
-    ``task_forward`` runs a non-recurrent policy with per-task parameters (``Sampler``).
+    ``task_forward`` runs a non-recurrent policy with per-task parameters (``Sampler``);
+    ``clip_to`` (``Sampler.clip_to``) bounds what reaches the envs, the arrays keep the draw.
     Returns the number of steps until every episode had ended.
     """
     envs = sub_envs if isinstance(sub_envs, EnvBatch) else GymEnvs(sub_envs)
@@ -226,7 +244,8 @@ def rollout(
                 continue  # only reached with stop_when_done=False
             idx = np.flatnonzero(active)
             # results are written once per step, vectorised
-            next_obs, rewards, terms, truncs, info = envs.step(idx, action_np[idx])
+            env_action = action_np[idx] if clip_to is None else np.clip(action_np[idx], *clip_to)
+            next_obs, rewards, terms, truncs, info = envs.step(idx, env_action)
             rows_t = first_row + idx
             observations[t + 1, rows_t] = encode_observations(space, next_obs)
             arrays["rewards"][t, rows_t] = rewards
@@ -253,6 +272,8 @@ class Sampler(ABC):
     ``task_forward`` is how the policy runs with per-task parameters at every step: the
     generic ``meta_rl.functional.task_distribution`` unless a faster twin for the policy is
     handed in (``meta_rl.builders`` hands ``algorithms.closed_form.task_forward``).
+    ``clip_actions`` (``train.clip_actions``) clips Box actions to the space before stepping
+    (``action_bounds``), every backend alike.
     """
 
     def __init__(
@@ -266,6 +287,7 @@ class Sampler(ABC):
         max_episode_steps: int | None = None,
         device: torch.device | str = "cpu",
         task_forward: TaskForward = task_distribution,
+        clip_actions: bool = True,
     ) -> None:
         self.env_id = env_id
         self.task_forward = task_forward
@@ -279,6 +301,7 @@ class Sampler(ABC):
         self.observation_space = self._env.observation_space
         self.action_space = self._env.action_space
         self.obs_dim = observation_dim(self.observation_space)
+        self.clip_to = action_bounds(self.action_space, clip_actions)
         self.tracks_success = reports_success(self._env)  # episodes then carry ``success``
         self._rng = np.random.default_rng(seed)
 

@@ -48,6 +48,7 @@ from meta_rl.finite import check_episodes
 from meta_rl.functional import Params, TaskForward, flatten_distribution
 from meta_rl.perf import configure_worker, cpu_count
 from meta_rl.samplers.base import (
+    ActionBounds,
     Sampler,
     arrays_to_episodes,
     rollout,
@@ -119,6 +120,7 @@ def _worker_main(
     layout: Layout,
     parent_pid: int,
     task_forward: TaskForward,
+    clip_to: ActionBounds | None,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -153,6 +155,7 @@ def _worker_main(
                 draw_action=functools.partial(_draw_as_whole_batch, num_tasks, offset),
                 stop_when_done=False,
                 task_forward=task_forward,
+                clip_to=clip_to,
             )
             conn.send(("ok", end))
         except Exception:
@@ -229,6 +232,7 @@ class ProcessSampler(Sampler):
                         self._layout,
                         os.getpid(),
                         self.task_forward,
+                        self.clip_to,
                     ),
                     daemon=True,
                 )

@@ -14,7 +14,7 @@ because ``import envs`` must stay torch-free.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -153,13 +153,28 @@ class TorchSampler(Sampler):
 
     Draws from its numpy generator in the same order as ``VectorSampler`` (tasks, reset seeds,
     the policy's torch seed), so on Navigation2D both give the same episodes for the same
-    seed. Runs every step of the horizon (no host sync to test whether all episodes ended);
-    finished episodes are masked, their later observations zero as in ``VectorSampler``.
+    seed. ``batched`` builds the family's tensor twin (``batched_env``; ``train.sampler: mjx``
+    hands ``meta_rl.samplers.mjx.MJXHalfCheetah``). Runs every step of the horizon (no host
+    sync to test whether all episodes ended); finished episodes are masked, their later
+    observations zero as in ``VectorSampler``.
     """
 
-    def __init__(self, env_id: str, num_tasks: int, episodes_per_task: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        env_id: str,
+        num_tasks: int,
+        episodes_per_task: int,
+        *,
+        batched: Callable[[gym.Env, torch.device], BatchedEnv] = batched_env,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(env_id, num_tasks, episodes_per_task, **kwargs)
-        self.batched = batched_env(self._env, self.device)
+        self.batched = batched(self._env, self.device)
+        self._clip_to = (
+            None
+            if self.clip_to is None
+            else tuple(torch.from_numpy(bound).to(self.device) for bound in self.clip_to)
+        )
 
     def sample(
         self, policy: nn.Module, params: Params, tasks: Sequence[dict[str, Any]]
@@ -188,7 +203,8 @@ class TorchSampler(Sampler):
                 action = dist.sample()
                 log_probs.append(dist.log_prob(action).reshape(batch))
                 action = action.reshape(batch, *action.shape[2:])
-                obs, reward, term = env.step(action, env_generator)
+                env_action = action if self._clip_to is None else action.clamp(*self._clip_to)
+                obs, reward, term = env.step(env_action, env_generator)
                 in_episode = active.float()
                 obs = obs * in_episode.unsqueeze(1)  # zero after the final next-observation
                 observations.append(obs)

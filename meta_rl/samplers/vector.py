@@ -47,6 +47,7 @@ class VectorSampler(Sampler):
             torch_seed,
             device=self.device,
             task_forward=self.task_forward,
+            clip_to=self.clip_to,
         )
         episodes = arrays_to_episodes(arrays, self.num_tasks, self.episodes_per_task, self.device)
         return check_episodes(episodes, tasks)
