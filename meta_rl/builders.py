@@ -18,7 +18,7 @@ from meta_rl.agents.policies import flat_dim, make_policy
 from meta_rl.algorithms import closed_form
 from meta_rl.algorithms.base import MetaLearner
 from meta_rl.algorithms.maml_trpo import MAMLTRPOLearner
-from meta_rl.algorithms.settings import MAMLTRPOSettings, ReptileSettings
+from meta_rl.algorithms.settings import MAMLTRPOSettings, PROMPSettings, ReptileSettings
 from meta_rl.config import Config, ConfigError
 from meta_rl.samplers import Sampler, VectorSampler
 
@@ -90,6 +90,10 @@ def build_meta_learner(config: Config, policy: nn.Module, sampler: Sampler) -> M
     algo = config.algo
     if isinstance(algo, MAMLTRPOSettings):
         return MAMLTRPOLearner(policy, sampler, advantages, algo)
+    if isinstance(algo, PROMPSettings):
+        from meta_rl.algorithms.promp import ProMPLearner
+
+        return ProMPLearner(policy, sampler, advantages, algo)
     if isinstance(algo, ReptileSettings):
         return _build_reptile(config, algo, policy, sampler, advantages)
     raise ValueError(f"algo.name: no builder for meta-learner {algo.name!r}")

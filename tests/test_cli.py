@@ -153,7 +153,7 @@ BAD = [
     (["--set", "algo.gamma=true"], "config error: algo.gamma: expected float, got True (bool)"),
     (
         ["--set", "algo.name=ppo"],
-        "config error: algo.name: must be one of maml_trpo, reptile, got 'ppo'",
+        "config error: algo.name: must be one of maml_trpo, reptile, promp, got 'ppo'",
     ),
     (
         ["--set", "policy.activation=swish"],

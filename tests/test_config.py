@@ -68,7 +68,7 @@ def test_defaults_are_the_maml_paper_navigation_settings(tmp_path):
     t = cfg.train
     assert (t.meta_batch_size, t.episodes_per_task, t.iterations, t.seed) == (20, 20, 500, 1)
     assert (t.device, t.checkpoint_every, t.num_threads) == ("cpu", 50, 1)
-    assert ALGORITHMS == ("maml_trpo", "reptile")
+    assert ALGORITHMS == ("maml_trpo", "reptile", "promp")
     assert cfg.policy.kind == "mlp"
     a = load_config(write(tmp_path, MINIMAL + "algo: {name: reptile}\n")).algo
     assert (a.inner_optimizer, a.inner_loss, a.ppo_epochs, a.ppo_clip) == (
@@ -219,7 +219,7 @@ BAD_CASES = [
     (
         "",
         ["algo.name=reptil"],
-        "config error: algo.name: must be one of maml_trpo, reptile, got 'reptil'",
+        "config error: algo.name: must be one of maml_trpo, reptile, promp, got 'reptil'",
     ),
     # Reptile's fields
     (

@@ -21,8 +21,16 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, kl_divergence
 
-from meta_rl.adaptation import REINFORCE, AdvantageEstimator, InnerLoss, adapt_steps, detached
-from meta_rl.agents.pg import masked_task_mean
+from meta_rl.adaptation import (
+    LVC,
+    REINFORCE,
+    AdvantageEstimator,
+    InnerLoss,
+    adapt_steps,
+    detached,
+    magic_box,
+)
+from meta_rl.agents.pg import masked_task_mean, normalize_advantages
 from meta_rl.algorithms import closed_form
 from meta_rl.algorithms.adapted import (
     Adaptation,
@@ -66,6 +74,44 @@ def task_masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return masked_task_mean(values, mask).mean()
 
 
+def masked_task_std(values: Tensor, mask: Tensor) -> Tensor:
+    """Population std over each task's valid steps ``[N]`` (the scale advantages are divided by
+    when normalised)."""
+    in_episode = mask > 0
+    mean = masked_task_mean(values, mask).view(1, -1, 1)
+    return masked_task_mean(torch.where(in_episode, values - mean, 0.0).square(), mask).sqrt()
+
+
+def dice_sampling_weights(post: Episodes, scale: Tensor) -> Tensor:
+    """Per-task weight ``[N]`` of DiCE's pre-adaptation term: the task's mean post-adaptation
+    return minus the mean of the other tasks' (a baseline independent of the task's own inner
+    batches, so the term stays unbiased), on the surrogate's per-step scale (divided by the mean
+    episode length and by ``scale``, the post advantages' normalisation)."""
+    returns = post.episode_returns().mean(dim=1)
+    others = (returns.sum() - returns) / max(returns.shape[0] - 1, 1)  # 0 for a single task
+    length = post.mask.sum(dim=(0, 2)) / post.episodes_per_task
+    return (returns - others) / (length.clamp_min(1.0) * scale)
+
+
+def post_advantages(
+    estimator: AdvantageEstimator, post: Episodes, dice: bool
+) -> tuple[Tensor, Tensor | None]:
+    """The post-adaptation advantages and, for estimator dice, the sampling weights (on the
+    scale the advantages' normalisation divides by)."""
+    if not dice:
+        return estimator(post)[0], None
+    raw, _ = dataclasses.replace(estimator, normalize=False)(post)
+    if not estimator.normalize:
+        return raw, dice_sampling_weights(post, torch.ones_like(raw[0, :, 0]))
+    scale = masked_task_std(raw, post.mask) + 1e-8
+    return normalize_advantages(raw, post.mask), dice_sampling_weights(post, scale)
+
+
+ESTIMATOR_LOSSES: dict[str, InnerLoss] = {"maml": REINFORCE, "dice": REINFORCE, "lvc": LVC}
+"""The inner loss each ``algo.estimator`` differentiates; dice adds a term to the outer objective
+instead (``MAMLTRPO.sampling_gradient``), so its inner step is MAML's, closed form included."""
+
+
 @dataclass(frozen=True)
 class MetaUpdateStats:
     surrogate_before: float
@@ -105,6 +151,7 @@ class Linearization:
     fisher: FisherOperator  # v -> (F + damping I) v, the trust region's metric
     old_distribution: Distribution  # adapted policies on the post-adaptation observations
     old_log_probs: Tensor  # of the post-adaptation actions under them
+    sampling_grad: Vector | None = None  # DiCE's pre-adaptation term of ``grad`` (estimator dice)
 
 
 class FisherOperator:
@@ -198,32 +245,43 @@ class MAMLTRPO:
         policy: nn.Module,
         settings: MAMLTRPOSettings,
         timer: PhaseTimer | None = None,
-        inner_loss: InnerLoss = REINFORCE,
+        inner_loss: InnerLoss | None = None,
     ) -> None:
         self.policy = policy
         self.settings = settings
-        self.inner_loss = inner_loss
-        self.adaptation = choose_adaptation(policy, settings, inner_loss)
+        self.inner_loss = inner_loss or ESTIMATOR_LOSSES[settings.estimator]
+        self.adaptation = choose_adaptation(policy, settings, self.inner_loss)
         self.timer = timer or PhaseTimer()
 
-    def step(self, inner: list[InnerBatch], post: Episodes, advantages: Tensor) -> MetaUpdateStats:
-        """One TRPO meta-update of the policy's parameters in place."""
+    def step(
+        self,
+        inner: list[InnerBatch],
+        post: Episodes,
+        advantages: Tensor,
+        sampling_weights: Tensor | None = None,
+    ) -> MetaUpdateStats:
+        """One TRPO meta-update of the policy's parameters in place; ``sampling_weights``
+        (estimator dice) adds DiCE's pre-adaptation term (``sampling_gradient``)."""
         s, timer = self.settings, self.timer
         theta = policy_params(self.policy)
         names, leaves = list(theta), list(theta.values())
         with timer.phase("meta_gradient"):  # surrogate and gradient through the inner steps
-            lin = self.linearize(theta, inner, post, advantages)
+            lin = self.linearize(theta, inner, post, advantages, sampling_weights)
         with timer.phase("cg"):  # natural-gradient direction F^-1 g, scaled to the trust region
             direction, residual = conjugate_gradient(lin.fisher, lin.grad, s.cg_iters)
             shs = 0.5 * (direction @ (lin.grad - residual))  # = 0.5 x^T F x, saves one product
             full_step = -torch.sqrt(s.max_kl / shs.clamp_min(1e-12)) * direction
 
+        start = flat([p.detach() for p in leaves])
+
         def evaluate(candidate: Tensor) -> tuple[float, float]:
             params = dict(zip(names, unflat(candidate, leaves), strict=True))
-            return self.surrogate_and_kl(params, inner, post, advantages, lin)
+            loss, kl = self.surrogate_and_kl(params, inner, post, advantages, lin)
+            if lin.sampling_grad is not None:  # the magic-box term, to first order
+                loss += float(lin.sampling_grad @ (candidate - start))
+            return loss, kl
 
         with timer.phase("line_search"):
-            start = flat([p.detach() for p in leaves])
             loss_before = lin.loss.item()
             new_theta, result = backtracking_line_search(
                 evaluate,
@@ -248,9 +306,15 @@ class MAMLTRPO:
         )
 
     def linearize(
-        self, theta: Params, inner: list[InnerBatch], post: Episodes, advantages: Tensor
+        self,
+        theta: Params,
+        inner: list[InnerBatch],
+        post: Episodes,
+        advantages: Tensor,
+        sampling_weights: Tensor | None = None,
     ) -> Linearization:
-        """Surrogate, gradient, Fisher operator, old adapted policies and their log-probs.
+        """Surrogate, gradient, Fisher operator, old adapted policies and their log-probs
+        (and, with ``sampling_weights``, DiCE's pre-adaptation term, part of the gradient).
 
         Tasks go in chunks of ``task_chunk``: each chunk's adapted policies and their Jacobian
         serve both its share of the gradient and its Fisher term, and a few tasks'
@@ -263,9 +327,13 @@ class MAMLTRPO:
         stride = round(1 / s.fisher_subsample)
         fisher = FisherOperator(self.adaptation, s.fvp, s.cg_damping)
         losses, grad, olds, old_dists, old_lps = [], 0.0, [], [], []
+        sampling = None
         for part, share, inner_c, post_c in task_chunks(
             inner, post, s.task_chunk or post.num_tasks
         ):
+            if sampling_weights is not None:
+                term = self.sampling_gradient(theta, inner_c, share * sampling_weights[part])
+                sampling = term if sampling is None else sampling + term
             adapted = self.adaptation.linearize(theta, inner_c, obs[:, part])
             # one policy evaluation serves the surrogate, the old policy and the Fisher
             leaves = [leaf.detach().requires_grad_(True) for leaf in adapted.leaves]
@@ -286,11 +354,38 @@ class MAMLTRPO:
             fisher.add_subsampled(theta, inner, post, old_adapted, stride, s.task_chunk)
         return Linearization(
             torch.stack(losses).sum(),
-            grad,
+            grad if sampling is None else grad + sampling,
             fisher,
             _cat_distributions(old_dists, dim=1),
             torch.cat(old_lps, dim=1),
+            sampling,
         )
+
+    def sampling_gradient(self, theta: Params, inner: list[InnerBatch], weights: Tensor) -> Vector:
+        """Gradient of DiCE's pre-adaptation term ``-mean_i w_i box(log p(D_i | theta))``.
+
+        ``D_i`` is every inner batch of task ``i``; batch ``k`` was sampled with the parameters
+        after ``k`` inner steps, so its log-probs are differentiated through those steps (the
+        same ``Adaptation``, closed form included). The term's value is a constant (the box is
+        1), its gradient ``-mean_i w_i grad log p(D_i)``: with the post-adaptation returns as
+        ``w`` the score-function part of the meta-gradient that MAML leaves out.
+        """
+        log_p: Tensor | float = 0.0
+        terms = []
+        for k, batch in enumerate(inner):
+            episodes = batch.episodes
+            adapted = self.adaptation.linearize(theta, inner[:k], episodes.observations[:-1])
+            leaves = [leaf.detach().requires_grad_(True) for leaf in adapted.leaves]
+            log_probs = adapted.rebuild(leaves).log_prob(episodes.actions)
+            log_p = log_p + torch.where(episodes.mask > 0, log_probs, 0.0).sum(dim=(0, 2))
+            terms.append((adapted.jacobian, leaves))
+        loss = -(weights * magic_box(log_p)).mean()  # a chunk's share of the task mean
+        grads = torch.autograd.grad(loss, [leaf for _, ls in terms for leaf in ls])
+        out, offset = 0.0, 0
+        for jacobian, leaves in terms:
+            out = out + jacobian.vjp(grads[offset : offset + len(leaves)])
+            offset += len(leaves)
+        return out
 
     def surrogate_and_kl(
         self,
@@ -425,24 +520,16 @@ class MAMLRollouts:
         return sum(b.episodes.num_steps for b in self.inner) + self.post.num_steps
 
 
-class MAMLTRPOLearner(MetaLearner[MAMLRollouts]):
-    """MAML-TRPO in the trainer: sample, adapt, sample again, then the TRPO meta-update.
+class AdaptingLearner(MetaLearner[MAMLRollouts]):
+    """The sample -> inner step -> sample collection that MAML-TRPO and ProMP share.
 
     With ``num_inner_steps > 1`` fresh episodes are sampled after every inner step, as in the
-    paper; the meta-update differentiates through all of them. Phases timed: ``sampling``,
-    ``advantages``, ``adaptation`` (the inner steps), then ``MAMLTRPO.step``'s.
+    paper. A subclass sets ``adaptation`` (whose ``inner_step`` adapts for sampling) and
+    writes ``update``. Phases timed: ``sampling``, ``advantages``, ``adaptation``.
     """
 
-    def __init__(
-        self,
-        policy: nn.Module,
-        sampler: Sampler,
-        advantages: AdvantageEstimator,
-        settings: MAMLTRPOSettings,
-    ) -> None:
-        super().__init__(policy, sampler, advantages)
-        self.trpo = MAMLTRPO(policy, settings, self.timer)
-        self.num_inner_steps = settings.num_inner_steps
+    adaptation: Adaptation
+    num_inner_steps: int
 
     def collect(self, tasks: Sequence[dict[str, Any]]) -> MAMLRollouts:
         timer = self.timer
@@ -458,15 +545,33 @@ class MAMLTRPOLearner(MetaLearner[MAMLRollouts]):
             inner.append(InnerBatch(episodes, advantages))
             explained += ev / self.num_inner_steps
             with timer.phase("adaptation"):
-                params = detached(self.trpo.inner_step(params, inner[-1]))
+                params = detached(self.adaptation.inner_step(params, inner[-1]))
         with timer.phase("sampling"):
             post = self.sampler.sample(self.policy, params, tasks)
         return MAMLRollouts(inner, post, explained)
 
+
+class MAMLTRPOLearner(AdaptingLearner):
+    """MAML-TRPO in the trainer: sample, adapt, sample again, then the TRPO meta-update, which
+    differentiates through every inner step; then ``MAMLTRPO.step``'s phases."""
+
+    def __init__(
+        self,
+        policy: nn.Module,
+        sampler: Sampler,
+        advantages: AdvantageEstimator,
+        settings: MAMLTRPOSettings,
+    ) -> None:
+        super().__init__(policy, sampler, advantages)
+        self.trpo = MAMLTRPO(policy, settings, self.timer)
+        self.adaptation = self.trpo.adaptation
+        self.num_inner_steps = settings.num_inner_steps
+        self.dice = settings.estimator == "dice"
+
     def update(self, rollouts: MAMLRollouts) -> dict[str, float]:
         with self.timer.phase("advantages"):
-            post_advantages, _ = self.advantages(rollouts.post)
-        stats = self.trpo.step(rollouts.inner, rollouts.post, post_advantages)
+            advantages, weights = post_advantages(self.advantages, rollouts.post, self.dice)
+        stats = self.trpo.step(rollouts.inner, rollouts.post, advantages, weights)
         return {
             "meta/surrogate_before": stats.surrogate_before,
             "meta/surrogate_after": stats.surrogate_after,

@@ -78,6 +78,10 @@ class MAMLTRPOSettings(PolicyGradientSettings):
     analytic: Bool = True
     """closed-form meta-gradient and Fisher derivatives when the policy is a plain Gaussian MLP
     (same numbers as autograd, faster); false: autograd for every policy"""
+    estimator: Literal["maml", "dice", "lvc"] = "maml"
+    """meta-gradient: maml (ignores how the inner batches' distribution depends on theta) |
+    dice (adds that sampling term by DiCE's magic box: unbiased) | lvc (ProMP's low-variance
+    curvature inner loss instead)"""
 
 
 @dataclass(config=STRICT, frozen=True)
@@ -116,9 +120,38 @@ class ReptileSettings(PolicyGradientSettings):
         return self
 
 
+@dataclass(config=STRICT, frozen=True)
+class PROMPSettings(PolicyGradientSettings):
+    """ProMP (Rothfuss et al. 2019): LVC inner steps, then several Adam steps on the clipped
+    likelihood-ratio surrogate of the adapted policies with a KL penalty on the inner ones."""
+
+    name: Literal["promp"] = "promp"
+    """meta-learner"""
+    inner_estimator: Literal["lvc", "maml"] = "lvc"
+    """inner loss differentiated by the meta-gradient: lvc (ProMP's) | maml (REINFORCE)"""
+    outer_lr: Annotated[Float, Field(gt=0)] = 1e-3
+    """Adam step size of the outer updates"""
+    promp_steps: Annotated[Int, Field(ge=1)] = 5
+    """outer gradient steps on every meta-batch"""
+    clip: Annotated[Float, Field(gt=0)] = 0.3
+    """clipping range of the adapted policies' likelihood ratio"""
+    kl_penalty: Annotated[Float, Field(ge=0)] = 5e-4
+    """initial coefficient of the KL penalty on each inner step's policy"""
+    kl_target: Annotated[Float, Field(gt=0)] | None = 0.01
+    """inner KL the penalty is adapted toward (x2 above 1.5 target, /2 below target/1.5);
+    null keeps kl_penalty fixed"""
+
+    @model_validator(mode="after")
+    def _needs_an_inner_step(self) -> PROMPSettings:
+        if self.num_inner_steps < 1:
+            raise SettingError("num_inner_steps", "promp needs >= 1", self.num_inner_steps)
+        return self
+
+
 ALGORITHM_SETTINGS: dict[str, type[PolicyGradientSettings]] = {
     "maml_trpo": MAMLTRPOSettings,
     "reptile": ReptileSettings,
+    "promp": PROMPSettings,
 }
 """Every meta-learner by its `algo.name`; a new one is its settings class plus one entry."""
 
