@@ -24,6 +24,7 @@ COMMANDS = [
     "batched_mujoco",
     "mjx",
     "ray_sampler",
+    "metaworld",
 ]
 
 

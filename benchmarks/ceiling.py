@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from benchmarks.common import FAMILIES, load, table, write
 
@@ -24,9 +26,17 @@ def _raw_steps(env_id: str, num_envs: int, steps: int, seed: int) -> tuple[int, 
         env.action_space.seed(seed + i)
         env.reset(seed=seed + i)
     actions = [[env.action_space.sample() for env in sub] for _ in range(64)]
+    return step_loop(sub, actions, steps, rng)
+
+
+def step_loop(
+    envs: Sequence[Any], actions: Sequence[Any], steps: int, rng: Any
+) -> tuple[int, float]:
+    """Step ``envs`` ``steps`` times in all with rows of ``actions`` drawn by ``rng``, resetting
+    an env whose episode ended; (steps done, seconds)."""
     done, t = 0, time.perf_counter()
     while done < steps:
-        for env, action in zip(sub, actions[int(rng.integers(64))], strict=True):
+        for env, action in zip(envs, actions[int(rng.integers(len(actions)))], strict=True):
             _, _, term, trunc, _ = env.step(action)
             if term or trunc:
                 env.reset()
@@ -34,23 +44,26 @@ def _raw_steps(env_id: str, num_envs: int, steps: int, seed: int) -> tuple[int, 
     return done, time.perf_counter() - t
 
 
-def _raw_worker(args: tuple[str, int, int, int]) -> tuple[int, float]:
-    return _raw_steps(*args)
+RawSteps = Callable[[str, int, int, int], tuple[int, float]]
 
 
-def ceiling(env_id: str, num_envs: int, steps: int, processes: int) -> float:
+def ceiling(
+    env_id: str, num_envs: int, steps: int, processes: int, raw_steps: RawSteps = _raw_steps
+) -> float:
     """Raw env-step throughput (steps/s) of ``processes`` forked processes together.
 
     Each process times its own stepping loop (env construction and the pool excluded); the
-    total is all steps over the slowest process's time.
+    total is all steps over the slowest process's time. ``raw_steps(env_id, num_envs, steps,
+    seed)`` builds and times one process's envs (a module-level function: the pool pickles it).
     """
     if processes == 1:
-        done, seconds = _raw_steps(env_id, num_envs, steps, 0)
+        done, seconds = raw_steps(env_id, num_envs, steps, 0)
         return done / seconds
     import multiprocessing as mp
 
+    jobs = [(env_id, num_envs, steps, i) for i in range(processes)]
     with mp.get_context("fork").Pool(processes) as pool:
-        results = pool.map(_raw_worker, [(env_id, num_envs, steps, i) for i in range(processes)])
+        results = pool.starmap(raw_steps, jobs)
     return sum(r[0] for r in results) / max(r[1] for r in results)
 
 

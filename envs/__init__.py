@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from importlib.metadata import entry_points
+from importlib.util import find_spec
 
 from gymnasium.envs.registration import register
 
@@ -19,6 +20,7 @@ from meta_rl.envs.distributions import DirectionTasks, GoalPositionTasks, GoalVe
 
 __all__ = [
     "FAMILY_IDS",
+    "METAWORLD_IDS",
     "DirectionTasks",
     "GoalPositionTasks",
     "GoalVelocityTasks",
@@ -56,6 +58,14 @@ for _name, _entry_point, _horizon, _kwargs in _FAMILIES:
         kwargs=_kwargs,
     )
 
+
+#: The Meta-World families (`MetaRL/MetaWorld-ML1-<env>-v0` for its 50 envs, `...-ML10-v0`,
+#: `...-ML45-v0`), registered when the `metaworld` extra is installed (`meta_rl.envs.metaworld`).
+METAWORLD_IDS: tuple[str, ...] = ()
+if find_spec("metaworld") is not None:
+    from meta_rl.envs.metaworld_ids import METAWORLD_IDS, register_families
+
+    register_families()
 
 PLUGIN_GROUP = "meta_rl.families"
 

@@ -2,8 +2,8 @@
 
 A *task* is a small JSON-serialisable dict (`{"velocity": 1.37}`, `{"goal": [0.2, -0.4]}`)
 whose keys and bounds are declared by the family's `task_space` (a `gymnasium.spaces.Dict` of
-`Box` / `Discrete`). The env stores the task in plain-Python form, so what `env.task` returns
-can go straight into `json.dumps`, a vector env's `get_attr`, or a checkpoint.
+`Box` / `Discrete` / `Text`). The env stores the task in plain-Python form, so what `env.task`
+returns can go straight into `json.dumps`, a vector env's `get_attr`, or a checkpoint.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ def to_plain(value: Any) -> Any:
 def task_to_arrays(task: Mapping[str, Any], task_space: spaces.Dict) -> dict[str, Any]:
     """Converts a task to the task space's dtypes and checks it lies inside the space.
 
-    Returns `{key: np.ndarray}` for `Box` entries and `{key: int}` for `Discrete` ones.
+    Returns `{key: np.ndarray}` for `Box` entries, `{key: int}` for `Discrete` ones and
+    `{key: str}` for `Text` ones.
     Raises `ValueError` naming the offending key, so a bad `set_attr("task", ...)` is easy to debug.
     """
     if not isinstance(task, Mapping):
@@ -62,8 +63,11 @@ def task_to_arrays(task: Mapping[str, Any], task_space: spaces.Dict) -> dict[str
                     f"task[{key!r}] has shape {converted.shape}, expected {space.shape}"
                 )
             inside = bool(np.all(converted >= space.low) and np.all(converted <= space.high))
+        elif isinstance(space, spaces.Text):  # a name, e.g. Meta-World's env class
+            converted = value
+            inside = isinstance(value, str) and space.contains(value)
         else:
-            raise TypeError(f"task space entry {key!r} must be Box or Discrete, got {space}")
+            raise TypeError(f"task space entry {key!r} must be Box, Discrete or Text, got {space}")
         if not inside:
             raise ValueError(f"task[{key!r}] = {to_plain(converted)!r} is outside {space}")
         out[key] = converted
@@ -99,6 +103,11 @@ class TaskEnv(gym.Env, EzPickle, metaclass=ABCMeta):
     @abstractmethod
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
         """Draws `n` tasks (plain JSON-serialisable dicts) using only `rng`."""
+
+    def sample_held_out_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
+        """Draws `n` meta-test tasks: a family with a fixed train/test split (Meta-World)
+        draws from its test split; a distribution without one draws as `sample_tasks`."""
+        return self.sample_tasks(n, rng)
 
     @abstractmethod
     def _apply_task(self, task: dict[str, Any]) -> None:

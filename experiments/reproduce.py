@@ -65,6 +65,8 @@ class Benchmark:
     budgets: dict[str, Budget]
     # The paper's value (Finn et al. 2017, figs. 4-5), read off its plots: approximate.
     paper: dict[str, dict[int, str]] = field(default_factory=dict)
+    # the baselines that apply (Meta-World has no oracle: its task is an index, not a vector)
+    baselines: tuple[str, ...] = BASELINES
 
 
 _TINY_OVERRIDES = (
@@ -97,6 +99,19 @@ _MUJOCO_BUDGETS = {
     "small": Budget(_MUJOCO_SMALL_OVERRIDES, eval_tasks=20, eval_episodes=10),
     "paper": Budget(("train.iterations=500",)),
     "tiny": _TINY,
+}
+
+# Meta-World ML1: garage's 2000 iterations of 25 tasks x 10 episodes x 500 steps for "paper";
+# "small" is 10 x 10 x 20 iterations (2 M env steps, ~15 min with 2 workers here).
+_METAWORLD_BUDGETS = {
+    "small": Budget(
+        ("train.iterations=20", "train.meta_batch_size=10", "train.checkpoint_every=5"),
+        ppo_timesteps=50_000,
+        eval_tasks=10,
+        eval_episodes=10,
+    ),
+    "paper": Budget(ppo_timesteps=1_000_000),
+    "tiny": dataclasses.replace(_TINY, ci_configs=False),
 }
 
 BENCHMARKS: dict[str, Benchmark] = {
@@ -176,6 +191,15 @@ BENCHMARKS: dict[str, Benchmark] = {
             "ant_vel",
             "ant_vel",
             dict(_MUJOCO_BUDGETS),
+        ),
+        *(
+            Benchmark(
+                f"metaworld_ml1_{env}",
+                f"metaworld_ml1_{env}-v3",
+                dict(_METAWORLD_BUDGETS),
+                baselines=("random", "pretrained"),
+            )
+            for env in ("reach", "push", "pick-place")
         ),
     )
 }
@@ -276,7 +300,7 @@ def run_benchmark(args: argparse.Namespace) -> Path:
     reptile = _config_path("reptile", benchmark, budget)
     if "reptile" in ALGORITHMS and reptile.is_file() and "reptile" not in args.skip:
         methods.append(("reptile", reptile, budget.reptile_overrides))
-    baselines = tuple(b for b in BASELINES if b not in args.skip)
+    baselines = tuple(b for b in benchmark.baselines if b not in args.skip)
 
     started = time.perf_counter()
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -471,6 +495,7 @@ def write_report(
             ]
             rows.append(cells)
     table = format_table(header, rows, markdown=True)
+    success = _success_table(curves)
     command = f"python experiments/reproduce.py --benchmark {benchmark.name}"
     if args.budget != "small":
         command += f" --budget {args.budget}"
@@ -484,11 +509,16 @@ def write_report(
         "",
         "Mean return over held-out tasks after 0-3 inner policy-gradient steps "
         f"(step size alpha, then alpha/2), ± the 95 % Student-t interval over "
-        f"{budget.eval_tasks} tasks, {budget.eval_episodes} episodes per task and step. "
-        "Paper values (Finn et al. 2017, figs. 4-5) are read off its plots: approximate.",
+        f"{budget.eval_tasks} tasks, {budget.eval_episodes} episodes per task and step."
+        + (
+            " Paper values (Finn et al. 2017, figs. 4-5) are read off its plots: approximate."
+            if benchmark.paper
+            else ""
+        ),
         "",
         table,
         "",
+        *success,
         *(f"**Warning: {w}**\n" for w in oracle_warnings(curves)),
         f"![adaptation curves]({png.name})",
         "",
@@ -532,6 +562,23 @@ def write_report(
     path.write_text("\n".join(lines), encoding="utf-8")
     print(path)
     return path
+
+
+def _success_table(curves: list[Any]) -> list[str]:
+    """Report lines of the success rates, for a family whose info has ``success``."""
+    with_success = [c for c in curves if c.task_success is not None]
+    if not with_success:
+        return []
+    header = ["method", *(f"after {k} step{'s' if k != 1 else ''}" for k in range(STEPS + 1))]
+    rows = [[c.method, *(f"{m:.1%} ± {h:.1%}" for m, h in c.success_ci())] for c in with_success]
+    return [
+        "Success rate on the same held-out tasks (Meta-World's meta-test metric): the fraction "
+        "of a task's episodes that reached success at any step, mean over tasks ± the 95 % "
+        "Student-t interval; adaptation on the episodes sampled before each step.",
+        "",
+        format_table(header, rows, markdown=True),
+        "",
+    ]
 
 
 def result_stem(benchmark: Benchmark, budget: str, seed: int) -> str:

@@ -103,7 +103,8 @@ class HeldOutEvaluation(Callback):
     touches the policy, the training sampler or the global torch RNG, so training is bitwise
     the same with or without it.
 
-    Records ``eval/return_step_k`` (mean over tasks after k steps, k = 0..steps) and
+    Records ``eval/return_step_k`` (mean over tasks after k steps, k = 0..steps; also
+    ``eval/success_step_k`` for a family that reports success) and
     ``eval/ci95_step_k`` (half-width of the 95 % interval over tasks); ``eval/`` keys get CSV
     columns from the first row, empty where no evaluation ran.
     """
@@ -170,6 +171,8 @@ class HeldOutEvaluation(Callback):
         for k, (mean, half) in enumerate(curve.mean_ci()):
             state.logger.record(f"eval/return_step_{k}", mean)
             state.logger.record(f"eval/ci95_step_{k}", half)
+        for k, (mean, _) in enumerate(curve.success_ci()):  # families that report success
+            state.logger.record(f"eval/success_step_{k}", mean)
         return True
 
     def on_training_end(self, state: TrainingState) -> None:

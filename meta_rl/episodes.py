@@ -7,6 +7,7 @@ closed form, meta-learners), so that none of those imports another to get them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
@@ -30,6 +31,8 @@ class Episodes:
     terminated: torch.Tensor  # [T, N, E] bool, true where the episode terminated
     truncated: torch.Tensor  # [T, N, E] bool, true where the time limit cut the episode
     log_probs: torch.Tensor  # [T, N, E] log-probability under the sampling policy (detached)
+    # [T, N, E] bool: the step's info["success"], for families that report it (Meta-World)
+    success: torch.Tensor | None = None
 
     @property
     def horizon(self) -> int:
@@ -61,8 +64,28 @@ class Episodes:
         """Mean undiscounted episode return over all tasks and episodes."""
         return self.episode_returns().mean().item()
 
+    def task_success(self) -> torch.Tensor:
+        """Per task ``[N]``: the fraction of its episodes that reached success at any valid step
+        (Meta-World's success rate: its evaluation ends an episode at the first success)."""
+        if self.success is None:
+            raise ValueError("these episodes carry no success: the family reports none")
+        reached = (self.success & (self.mask > 0)).any(dim=0)
+        return reached.double().mean(dim=1)
+
+    def success_rate(self) -> float:
+        """Fraction of all episodes that reached success (``task_success`` averaged)."""
+        return self.task_success().mean().item()
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor by field name (without ``success`` when the family reports none)."""
+        return {f.name: value for f in fields(self) if (value := getattr(self, f.name)) is not None}
+
+    def apply(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Episodes:
+        """The same episodes with ``fn`` applied to every tensor."""
+        return Episodes(**{name: fn(tensor) for name, tensor in self.tensors().items()})
+
     def to(self, device: torch.device | str) -> Episodes:
-        return Episodes(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        return self.apply(lambda tensor: tensor.to(device))
 
 
 @dataclass(frozen=True)

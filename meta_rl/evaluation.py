@@ -17,6 +17,13 @@ Protocol (as the MAML paper's evaluation scripts): sample ``episodes`` per task 
 current parameters, record their mean return, take one REINFORCE step on those same episodes
 (advantages as in training), repeat; step ``k`` uses ``step_sizes[k]`` (alpha, then
 ``alpha * later_factor`` for the later steps, 1/2 by default as in the original scripts).
+
+Success. For a family whose ``info`` has ``success`` (Meta-World) every curve also records,
+per task and step, the fraction of the ``episodes`` that reached success at any step. This is
+Meta-World's meta-test protocol (``metaworld.evaluation.metalearning_evaluation``: adapt on N
+episodes of a held-out task, then evaluate the adapted policy on fresh episodes; it uses
+N = 10 and 3 evaluation episodes) with N = ``episodes`` and the ``episodes`` sampled after
+step k as step k's evaluation episodes; the tasks come from the benchmark's test split.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from meta_rl.adaptation import AdvantageEstimator, adapt, detached
 from meta_rl.algorithms import closed_form
 from meta_rl.builders import advantage_estimator
 from meta_rl.config import BASELINES, EvalSettings
-from meta_rl.episodes import InnerBatch
+from meta_rl.episodes import Episodes, InnerBatch
 from meta_rl.functional import Params, expand_to_tasks, policy_params
 from meta_rl.samplers import Sampler, VectorSampler
 from meta_rl.stats import confidence_interval
@@ -69,8 +76,9 @@ def held_out_generators(seed: int) -> tuple[np.random.Generator, np.random.Gener
 
 
 def held_out_tasks(sampler: Sampler, num_tasks: int, seed: int) -> list[Task]:
-    """``num_tasks`` tasks of the sampler's family from the held-out stream of ``seed``."""
-    return sampler.unwrapped.sample_tasks(num_tasks, held_out_generators(seed)[0])
+    """``num_tasks`` tasks of the sampler's family from the held-out stream of ``seed`` (from
+    its test split, for a family that has one: ``TaskEnv.sample_held_out_tasks``)."""
+    return sampler.unwrapped.sample_held_out_tasks(num_tasks, held_out_generators(seed)[0])
 
 
 def step_sizes(alpha: float, steps: int, later_factor: float = 0.5) -> list[float]:
@@ -94,9 +102,16 @@ class AdaptationCurve:
     env_steps: int = 0
     wall_s: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)  # training budget etc., for tables
+    # [K+1][num_tasks] fraction of the task's episodes that reached success; None for a
+    # family whose info has no ``success``
+    task_success: list[list[float]] | None = None
 
     def mean_ci(self, level: float = 0.95) -> list[tuple[float, float]]:
         return [confidence_interval(r, level) for r in self.task_returns]
+
+    def success_ci(self, level: float = 0.95) -> list[tuple[float, float]]:
+        """Mean success rate after each step and its interval over tasks (empty: none)."""
+        return [confidence_interval(r, level) for r in self.task_success or []]
 
     def to_dict(self) -> dict[str, Any]:
         stats = self.mean_ci()
@@ -109,6 +124,7 @@ class AdaptationCurve:
             "env_steps": self.env_steps,
             "wall_s": self.wall_s,
             "info": self.info,
+            **_success_dict(self),
         }
 
     @classmethod
@@ -120,7 +136,30 @@ class AdaptationCurve:
             env_steps=int(data.get("env_steps", 0)),
             wall_s=float(data.get("wall_s", 0.0)),
             info=dict(data.get("info", {})),
+            task_success=data.get("task_success"),
         )
+
+
+def _success_dict(curve: AdaptationCurve) -> dict[str, Any]:
+    if curve.task_success is None:
+        return {}
+    stats = curve.success_ci()
+    return {
+        "success_mean": [m for m, _ in stats],
+        "success_ci95": [h for _, h in stats],
+        "task_success": curve.task_success,
+    }
+
+
+def _task_success(episodes: Episodes) -> list[float] | None:
+    return None if episodes.success is None else episodes.task_success().tolist()
+
+
+def _success_curve(per_step: list[list[float] | None]) -> list[list[float]] | None:
+    """Per-step success lists, or None when the family reports no success."""
+    if any(step is None for step in per_step):
+        return None
+    return [step for step in per_step if step is not None]
 
 
 def adaptation_curve(
@@ -144,18 +183,23 @@ def adaptation_curve(
     shared = params if params is not None else policy_params(policy)
     current = detached(expand_to_tasks({k: v.detach() for k, v in shared.items()}, len(tasks)))
     returns: list[list[float]] = []
+    success: list[list[float] | None] = []
     env_steps = 0
     for k in range(len(sizes) + 1):
         episodes = sampler.sample(policy, current, tasks)
         env_steps += episodes.num_steps
         returns.append(episodes.episode_returns().mean(dim=1).cpu().double().tolist())
+        success.append(_task_success(episodes))
         if k < len(sizes):
             adv, _ = advantages(episodes)
             stepped = adapt(
                 policy, current, InnerBatch(episodes, adv), sizes[k], create_graph=False
             )
             current = detached(stepped)
-    return AdaptationCurve(method, list(sizes), returns, env_steps, time.perf_counter() - start)
+    wall_s = time.perf_counter() - start
+    return AdaptationCurve(
+        method, list(sizes), returns, env_steps, wall_s, task_success=_success_curve(success)
+    )
 
 
 def learner_curve(
@@ -183,7 +227,9 @@ def learner_curve(
         for episodes in rollouts.step_episodes
     ]
     sizes = [float(config.algo.inner_lr)] * (len(returns) - 1)
-    return AdaptationCurve(method, sizes, returns, rollouts.env_steps, time.perf_counter() - start)
+    success = _success_curve([_task_success(e) for e in rollouts.step_episodes])
+    wall_s = time.perf_counter() - start
+    return AdaptationCurve(method, sizes, returns, rollouts.env_steps, wall_s, task_success=success)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,6 +352,11 @@ def evaluate_run(
         "episodes_per_task": settings.episodes,
         "tasks": tasks,
     }
+    if any(curve.task_success is not None for curve in curves):
+        meta["success_protocol"] = (
+            f"adapt on {settings.episodes} episodes per held-out task and step, evaluate on the "
+            f"{settings.episodes} episodes sampled after each step; success = reached at any step"
+        )
     write_results(out, curves, meta)
     return curves
 
@@ -406,6 +457,7 @@ CSV_COLUMNS = (
     "ci95_high",
     "num_tasks",
 )
+SUCCESS_COLUMNS = ("success_rate", "success_ci95")  # added when the family reports success
 
 
 def _ppo_progress(name: str, total: int) -> Any:
@@ -435,13 +487,17 @@ def write_results(out: Path, curves: Sequence[AdaptationCurve], meta: dict[str, 
     from meta_rl.plotting import plot_curves
 
     out.mkdir(parents=True, exist_ok=True)
+    with_success = any(curve.task_success is not None for curve in curves)
     with (out / CSV_NAME).open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS + SUCCESS_COLUMNS * with_success)
         writer.writeheader()
         for curve in curves:
+            success = curve.success_ci()
             for step, (mean, half) in enumerate(curve.mean_ci()):
+                extra = dict(zip(SUCCESS_COLUMNS, success[step], strict=True)) if success else {}
                 writer.writerow(
-                    {
+                    extra
+                    | {
                         "method": curve.method,
                         "step": step,
                         "step_size": curve.step_sizes[step - 1] if step else 0.0,
@@ -469,6 +525,8 @@ def _log_tensorboard(out: Path, curves: Sequence[AdaptationCurve]) -> None:
             for step, (mean, half) in enumerate(curve.mean_ci()):
                 writer.add_scalar(f"eval/{curve.method}/return", mean, step)
                 writer.add_scalar(f"eval/{curve.method}/ci95", half, step)
+            for step, (mean, _) in enumerate(curve.success_ci()):
+                writer.add_scalar(f"eval/{curve.method}/success", mean, step)
     finally:
         writer.close()
 
@@ -495,4 +553,13 @@ def curves_table(curves: Sequence[AdaptationCurve]) -> str:
         f"mean return over {count}held-out tasks ± the half-width of its 95 % confidence "
         "interval (Student t over tasks)"
     )
-    return format_table(header, rows, align="l" + "r" * steps) + "\n" + note
+    table = format_table(header, rows, align="l" + "r" * steps) + "\n" + note
+    with_success = [c for c in curves if c.task_success is not None]
+    if not with_success:
+        return table
+    rows = [[c.method, *(f"{m:.1%} ± {h:.1%}" for m, h in c.success_ci())] for c in with_success]
+    note = (
+        "success rate: fraction of a task's episodes that reached success at any step, mean "
+        "over held-out tasks ± the half-width of its 95 % confidence interval"
+    )
+    return "\n\n".join([table, format_table(header, rows, align="l" + "r" * steps), note])

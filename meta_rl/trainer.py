@@ -47,6 +47,9 @@ class MetaTrainer:
         if len(report.returns) > 2:
             for step, value in enumerate(report.returns[1:], 1):
                 logger.record(f"return/after_step_{step}", value)
+        if report.success:  # the family reports success (Meta-World)
+            logger.record("success/pre_adapt", report.success[0])
+            logger.record("success/post_adapt", report.success[-1])
         for key, value in report.metrics.items():
             logger.record(key, value)
         logger.record("time/sampling_s", report.sampling_s)

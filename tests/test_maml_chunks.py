@@ -66,7 +66,7 @@ def _reference_fisher(policy, inner, valid, stride):
 
 def _steps(episodes: Episodes, stride: int) -> Episodes:
     """Steps 0, stride, 2 stride, ... (and the final observation row, which no loss reads)."""
-    fields = {k: v[::stride] for k, v in vars(episodes).items()}
+    fields = {k: v[::stride] for k, v in episodes.tensors().items()}
     observations = episodes.observations
     fields["observations"] = torch.cat([observations[:-1][::stride], observations[-1:]])
     return Episodes(**fields)

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -118,8 +117,10 @@ def _per_task_params(policy, num_tasks, seed):
 
 
 def _assert_bitwise(a: Episodes, b: Episodes) -> None:
-    for f in fields(a):
-        assert torch.equal(getattr(a, f.name), getattr(b, f.name)), f.name
+    expected = b.tensors()
+    assert a.tensors().keys() == expected.keys()
+    for name, tensor in a.tensors().items():
+        assert torch.equal(tensor, expected[name]), name
 
 
 def _kwargs(num_tasks: int, episodes: int, steps: int) -> dict:
@@ -153,6 +154,24 @@ def test_same_episodes_as_the_vector_and_process_samplers(local_ray):
             for tasks, params, expected in phases:
                 assert sampler.sample_tasks() == tasks
                 _assert_bitwise(sampler.sample(policy, params, tasks), expected)
+
+
+def test_meta_world_success_comes_back_from_the_actors(local_ray):
+    """A family that reports ``info["success"]``: the actors' episodes carry it, bitwise as
+    the process sampler's (ML1 reach, 2 tasks, one shard each)."""
+    from meta_rl.envs.metaworld_ids import family_id
+
+    kwargs = _kwargs(num_tasks=2, episodes=1, steps=5)
+    env_id = family_id("ML1", "reach-v3")
+    with ProcessSampler(env_id, num_workers=2, **kwargs) as process:
+        policy = make_policy(process.observation_space, process.action_space, (16,), "tanh")
+        tasks = process.sample_tasks()
+        params = _per_task_params(policy, 2, 0)
+        expected = process.sample(policy, params, tasks)
+    assert expected.success is not None
+    with RaySampler(env_id, num_workers=2, **kwargs) as sampler:
+        assert sampler.sample_tasks() == tasks
+        _assert_bitwise(sampler.sample(policy, params, tasks), expected)
 
 
 def test_a_dead_actor_is_replaced_and_its_shard_resampled_bitwise(local_ray, caplog):

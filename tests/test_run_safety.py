@@ -333,7 +333,8 @@ from meta_rl.envs.navigation import Navigation2DEnv
 
 
 class NaNAfter(Navigation2DEnv):
-    resets = 0  # per process: 8 resets per iteration of the tiny config
+    resets = 0  # per process: 8 resets per iteration of the tiny config, after the sampler's
+    # one probe for info["success"] (meta_rl.samplers.base.reports_success)
 
     def reset(self, *, seed=None, options=None):
         NaNAfter.resets += 1
@@ -341,7 +342,7 @@ class NaNAfter(Navigation2DEnv):
 
     def step(self, action):
         observation, reward, terminated, truncated, info = super().step(action)
-        return observation, np.nan if NaNAfter.resets > 16 else reward, terminated, truncated, info
+        return observation, np.nan if NaNAfter.resets > 17 else reward, terminated, truncated, info
 
 
 register("Test/NaNAfter-v0", entry_point=NaNAfter, max_episode_steps=100)

@@ -47,6 +47,9 @@ class IterationReport:
     metrics: dict[str, float]  # namespaced, e.g. "trpo/kl"
     # seconds per phase, measured by the learner (``self.timer``): "sampling", "cg", ...
     timings: dict[str, float] = field(default_factory=dict)
+    # fraction of episodes that reached success, indexed as ``returns``; empty for a family
+    # whose info has no ``success``
+    success: list[float] = field(default_factory=list)
 
 
 class MetaLearner(ABC, Generic[R]):
@@ -85,6 +88,7 @@ class MetaLearner(ABC, Generic[R]):
             optimize_s,
             metrics,
             self.timer.take(),
+            [e.success_rate() for e in rollouts.step_episodes if e.success is not None],
         )
 
     def state_dict(self) -> dict[str, Any]:

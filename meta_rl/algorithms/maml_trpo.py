@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -463,7 +463,7 @@ class MAMLTRPO:
 
 def _tasks(episodes: Episodes, part: slice) -> Episodes:
     """The episodes of a contiguous range of tasks (views, no copies)."""
-    return Episodes(**{f.name: getattr(episodes, f.name)[:, part] for f in fields(episodes)})
+    return episodes.apply(lambda tensor: tensor[:, part])
 
 
 def task_chunks(
@@ -494,10 +494,9 @@ def _cat_distributions(dists: list[Distribution], dim: int) -> Distribution:
 
 def every_kth_step(episodes: Episodes, k: int) -> Episodes:
     """Time steps ``0, k, 2k, ...`` of every episode; the final observation row is kept."""
-    steps = {f.name: getattr(episodes, f.name)[::k] for f in fields(episodes)}
     obs = episodes.observations
-    steps["observations"] = torch.cat([obs[:-1][::k], obs[-1:]])
-    return Episodes(**steps)
+    steps = episodes.apply(lambda tensor: tensor[::k])
+    return dataclasses.replace(steps, observations=torch.cat([obs[:-1][::k], obs[-1:]]))
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -46,11 +47,13 @@ EpisodeArrays = dict[str, np.ndarray]
 
 
 def episode_array_specs(
-    horizon: int, batch: int, obs_dim: int, action_space: spaces.Space
+    horizon: int, batch: int, obs_dim: int, action_space: spaces.Space, success: bool = False
 ) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
-    """Name -> (dtype, shape) of the time-major arrays behind ``Episodes`` (batch flattened)."""
+    """Name -> (dtype, shape) of the time-major arrays behind ``Episodes`` (batch flattened);
+    ``success`` adds the per-step ``info["success"]`` of a family that reports it."""
     discrete = isinstance(action_space, spaces.Discrete)
     action_shape = () if discrete else tuple(action_space.shape)
+    optional = {"success": (np.dtype(np.bool_), (horizon, batch))} if success else {}
     return {
         "observations": (np.dtype(np.float32), (horizon + 1, batch, obs_dim)),
         "actions": (
@@ -62,6 +65,7 @@ def episode_array_specs(
         "terminated": (np.dtype(np.bool_), (horizon, batch)),
         "truncated": (np.dtype(np.bool_), (horizon, batch)),
         "log_probs": (np.dtype(np.float32), (horizon, batch)),
+        **optional,
     }
 
 
@@ -105,6 +109,15 @@ def make_family(env_id: str, env_kwargs: dict[str, Any] | None = None) -> tuple[
     return env, env.spec.max_episode_steps
 
 
+def reports_success(env: gym.Env) -> bool:
+    """Whether the family's step ``info`` carries ``success`` (Meta-World does): one reset and
+    one step tell, with an action from a seeded copy of the action space (no side effects)."""
+    space = copy.deepcopy(env.action_space)
+    space.seed(0)
+    env.reset(seed=0)
+    return "success" in env.step(space.sample())[4]
+
+
 class EnvBatch(ABC):
     """The sub-envs that ``rollout`` steps: reset all with one task and seed each, step some.
 
@@ -126,14 +139,16 @@ class EnvBatch(ABC):
         self, rows: np.ndarray, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """Step sub-envs ``rows`` (``actions[j]`` for ``rows[j]``): obs, rewards, terminated,
-        truncated and per-row info arrays (possibly none), one row per stepped sub-env."""
+        truncated and per-row info arrays (possibly none; ``success`` where the family reports
+        it), one row per stepped sub-env."""
 
     @abstractmethod
     def close(self) -> None: ...
 
 
 class GymEnvs(EnvBatch):
-    """Gymnasium envs, one per sub-env, stepped one after the other (no ``info`` gathered)."""
+    """Gymnasium envs, one per sub-env, stepped one after the other (of ``info``, only
+    ``success`` is gathered, where the family reports it)."""
 
     def __init__(self, envs: Sequence[gym.Env]) -> None:
         self.envs = list(envs)
@@ -153,8 +168,11 @@ class GymEnvs(EnvBatch):
         self, rows: np.ndarray, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         results = (self.envs[i].step(a) for i, a in zip(rows.tolist(), actions, strict=True))
-        obs, rewards, terms, truncs, _ = zip(*results, strict=True)
-        return np.stack(obs), np.asarray(rewards), np.asarray(terms), np.asarray(truncs), {}
+        obs, rewards, terms, truncs, infos = zip(*results, strict=True)
+        info = {}
+        if "success" in infos[0]:
+            info["success"] = np.asarray([i["success"] for i in infos], dtype=bool)
+        return np.stack(obs), np.asarray(rewards), np.asarray(terms), np.asarray(truncs), info
 
     def close(self) -> None:
         for env in self.envs:
@@ -227,13 +245,15 @@ def rollout(
             idx = np.flatnonzero(active)
             # results are written once per step, vectorised
             env_action = action_np[idx] if clip_to is None else np.clip(action_np[idx], *clip_to)
-            next_obs, rewards, terms, truncs, _ = envs.step(idx, env_action)
+            next_obs, rewards, terms, truncs, info = envs.step(idx, env_action)
             rows_t = first_row + idx
             observations[t + 1, rows_t] = encode_observations(space, next_obs)
             arrays["rewards"][t, rows_t] = rewards
             arrays["terminated"][t, rows_t] = terms
             arrays["truncated"][t, rows_t] = truncs
             arrays["mask"][t, rows_t] = 1.0
+            if "success" in arrays:
+                arrays["success"][t, rows_t] = info["success"]
             active[idx] = ~(terms | truncs)
             if not active.any():
                 end = t + 1
@@ -282,6 +302,7 @@ class Sampler(ABC):
         self.action_space = self._env.action_space
         self.obs_dim = observation_dim(self.observation_space)
         self.clip_to = action_bounds(self.action_space, clip_actions)
+        self.tracks_success = reports_success(self._env)  # episodes then carry ``success``
         self._rng = np.random.default_rng(seed)
 
     @property
@@ -306,8 +327,14 @@ class Sampler(ABC):
     def set_rng_state(self, state: dict[str, Any]) -> None:
         self._rng.bit_generator.state = state
 
+    def array_specs(self) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+        """The episode arrays of one ``sample`` call (see ``episode_array_specs``)."""
+        return episode_array_specs(
+            self.horizon, self.batch_size, self.obs_dim, self.action_space, self.tracks_success
+        )
+
     def empty_arrays(self) -> EpisodeArrays:
-        specs = episode_array_specs(self.horizon, self.batch_size, self.obs_dim, self.action_space)
+        specs = self.array_specs()
         return {name: np.zeros(shape, dtype) for name, (dtype, shape) in specs.items()}
 
     def phase_seeds(self, tasks: Sequence[dict[str, Any]]) -> tuple[np.ndarray, int]:

@@ -42,7 +42,7 @@ import meta_rl.envs  # noqa: F401  (registers the MetaRL/ families with Gymnasiu
 from meta_rl.episodes import Episodes
 from meta_rl.functional import Params, TaskForward
 from meta_rl.perf import configure_worker, cpu_count
-from meta_rl.samplers.base import ActionBounds, episode_array_specs
+from meta_rl.samplers.base import ActionBounds
 from meta_rl.samplers.mujoco import make_env_batch
 from meta_rl.samplers.shards import (
     SamplerWorkerError,
@@ -166,9 +166,7 @@ class ProcessSampler(ShardedSampler):
 
             check_batchable(self._env)
         self.shards = shard_bounds(num_tasks, num_workers or cpu_count())
-        self._layout = _layout(
-            episode_array_specs(self.horizon, self.batch_size, self.obs_dim, self.action_space)
-        )
+        self._layout = _layout(self.array_specs())
         if start_method is None:
             fork_ok = "fork" in mp.get_all_start_methods() and not torch.cuda.is_initialized()
             start_method = "fork" if fork_ok else "spawn"

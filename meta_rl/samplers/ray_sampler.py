@@ -161,12 +161,13 @@ class ShardActor:
         action_space: spaces.Space,
         task_forward: TaskForward,
         clip_to: ActionBounds | None,
+        success: bool,
     ) -> None:
         from meta_rl.samplers.mujoco import make_env_batch
 
         configure_worker()
         self.envs = make_env_batch(env_backend, env_id, num_envs, env_kwargs)
-        specs = episode_array_specs(horizon, num_envs, obs_dim, action_space)
+        specs = episode_array_specs(horizon, num_envs, obs_dim, action_space, success)
         self.arrays = {name: np.zeros(shape, dtype) for name, (dtype, shape) in specs.items()}
         self.task_forward, self.clip_to = task_forward, clip_to
         self.policy: nn.Module | None = None
@@ -281,6 +282,7 @@ class RaySampler(ShardedSampler):
                 self.action_space,
                 self.task_forward,
                 self.clip_to,
+                self.tracks_success,
             )
         )
 
