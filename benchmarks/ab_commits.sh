@@ -12,6 +12,6 @@ for round in $(seq "$rounds"); do
   for side in old new; do
     dir=$old; [ "$side" = new ] && dir=$new
     echo "== round $round $side $(git -C "$dir" rev-parse --short HEAD) $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)"
-    (cd "$dir" && flock /tmp/meta-rl-bench.lock .venv/bin/python -m benchmarks --out "$out/$side$round" "$@" | sed -n '/^maml_trpo\|^reptile/,/^->/p')
+    (cd "$dir" && flock /tmp/meta-rl-bench.lock .venv/bin/python -m benchmarks --out "$out/$side$round" "$@" 2>&1 | grep -v "it/s")
   done
 done
