@@ -31,6 +31,8 @@ class MetaTrainer:
         # the policy initialisation has its own stream from the same seed.
         try:
             self.sampler = build_sampler(config, device)
+        except ConfigError:
+            raise  # already names its key (train.sampler, ...)
         except (ValueError, TypeError) as exc:  # the family's constructor refused env.kwargs
             raise ConfigError(
                 f"env: cannot build '{config.env.id}' with env.kwargs {config.env.kwargs}: "

@@ -107,8 +107,11 @@ def test_maml_trains_on_mjx(tmp_path: Path) -> None:
     assert all(math.isfinite(float(row[key])) for row in rows for key in row if row[key])
 
 
-def test_ant_is_refused_in_one_line() -> None:
+def test_ant_is_refused_in_one_line(tmp_path: Path) -> None:
     config = load_config(CONFIGS / "maml_ant_vel_ci.yaml", ["train.sampler=mjx"])
     with pytest.raises(ConfigError, match="HalfCheetah families only; AntVelEnv") as info:
         build_sampler(config, torch.device("cpu"))
     assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=r"^config error: train\.sampler: sampler 'mjx'"):
+        train(config, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
