@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from meta_rl.agents.policies import make_policy
+from meta_rl.algorithms import closed_form
 from meta_rl.functional import policy_params
 from meta_rl.samplers import VectorSampler
 from meta_rl.samplers.process import ProcessSampler, SamplerWorkerError
@@ -30,10 +31,21 @@ def _per_task_params(policy, num_tasks, seed):
 
 
 @pytest.mark.parametrize(
-    ("env_id", "num_tasks", "workers"), [(NAV, 5, 2), ("MetaRL/Bandit-K5-v0", 3, 3)]
+    ("env_id", "num_tasks", "workers"),
+    [(NAV, 5, 2), (NAV, 4, 4), ("MetaRL/Bandit-K5-v0", 3, 3)],
 )
-def test_same_seeds_give_the_same_episodes_as_the_in_process_sampler(env_id, num_tasks, workers):
+@pytest.mark.parametrize(
+    "task_forward", [None, closed_form.task_forward], ids=["generic", "closed"]
+)
+def test_same_seeds_give_the_same_episodes_as_the_in_process_sampler(
+    env_id, num_tasks, workers, task_forward
+):
+    """Bitwise, also with one task per worker (``shards.as_one_of_two``); the bandit's
+    categorical log-probabilities still differ in the last bit with one task per worker (a
+    cause not traced yet)."""
     kwargs = {"num_tasks": num_tasks, "episodes_per_task": 3, "seed": 11, "max_episode_steps": 7}
+    if task_forward is not None:
+        kwargs["task_forward"] = task_forward  # what builders hand every sampler
     vector = VectorSampler(env_id, **kwargs)
     with ProcessSampler(env_id, num_workers=workers, **kwargs) as parallel:
         assert len(parallel.shards) == workers
@@ -47,7 +59,7 @@ def test_same_seeds_give_the_same_episodes_as_the_in_process_sampler(env_id, num
             assert a.tensors().keys() == b.tensors().keys()
             for name, x in a.tensors().items():
                 y = getattr(b, name)
-                if x.is_floating_point():  # a smaller batch may round the policy's last bit
+                if name == "log_probs" and env_id != NAV:
                     torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-6, msg=name)
                 else:
                     assert torch.equal(x, y), name

@@ -134,9 +134,7 @@ def _kwargs(num_tasks: int, episodes: int, steps: int) -> dict:
 
 
 def test_same_episodes_as_the_vector_and_process_samplers(local_ray):
-    """Bitwise, phase after phase, for 1 and 2 actors and against 2 worker processes. (Shards
-    of one task are bitwise equal to the process sampler's same shards, not to ``vector``:
-    torch computes a batched product of one matrix by another kernel.)"""
+    """Bitwise, phase after phase, for 1 and 2 actors and against 2 worker processes."""
     kwargs = _kwargs(num_tasks=4, episodes=3, steps=7)
     vector = VectorSampler(NAV, **kwargs)
     policy = make_policy(vector.observation_space, vector.action_space, (16,), "tanh")
@@ -154,6 +152,18 @@ def test_same_episodes_as_the_vector_and_process_samplers(local_ray):
             for tasks, params, expected in phases:
                 assert sampler.sample_tasks() == tasks
                 _assert_bitwise(sampler.sample(policy, params, tasks), expected)
+
+
+def test_one_task_per_actor_is_bitwise_the_vector_sampler(local_ray):
+    kwargs = _kwargs(num_tasks=2, episodes=3, steps=7)
+    vector = VectorSampler(NAV, **kwargs)
+    policy = make_policy(vector.observation_space, vector.action_space, (16,), "tanh")
+    tasks = vector.sample_tasks()
+    params = _per_task_params(policy, 2, 0)
+    expected = vector.sample(policy, params, tasks)
+    with RaySampler(NAV, num_workers=2, **kwargs) as sampler:
+        assert sampler.sample_tasks() == tasks
+        _assert_bitwise(sampler.sample(policy, params, tasks), expected)
 
 
 def test_meta_world_success_comes_back_from_the_actors(local_ray):

@@ -27,7 +27,7 @@ from torch import nn
 
 from meta_rl.episodes import Episodes
 from meta_rl.finite import check_episodes
-from meta_rl.functional import Params, TaskForward, flatten_distribution
+from meta_rl.functional import Params, TaskForward, flatten_distribution, shared_params
 from meta_rl.samplers.base import (
     ActionBounds,
     EnvBatch,
@@ -60,6 +60,7 @@ class ShardPhase:
     torch_seed: int
     num_tasks: int  # of the whole meta-batch
     offset: int  # the shard's first task in the whole meta-batch
+    per_task: bool = True  # the whole batch's tasks hold parameter sets of their own
 
 
 def split_phase(
@@ -71,6 +72,7 @@ def split_phase(
     episodes_per_task: int,
 ) -> list[ShardPhase]:
     """Every shard's ``ShardPhase`` from the whole phase's parameters (host arrays) and seeds."""
+    per_task = shared_params({k: torch.from_numpy(v) for k, v in params.items()}) is None
     return [
         ShardPhase(
             {k: np.ascontiguousarray(v[a:b]) for k, v in params.items()},
@@ -79,6 +81,7 @@ def split_phase(
             torch_seed,
             len(tasks),
             a,
+            per_task,
         )
         for a, b in shards
     ]
@@ -99,6 +102,24 @@ def draw_as_whole_batch(
     leaves, rebuild = flatten_distribution(dist)
     padded = rebuild([_pad_to_batch(leaf, num_tasks, offset) for leaf in leaves])
     return padded.sample()[offset : offset + len(leaves[0])]
+
+
+def as_one_of_two(task_forward: TaskForward) -> TaskForward:
+    """``task_forward`` for a shard of one task whose batch holds a parameter set per task.
+
+    One task's parameters look shared to ``shared_params`` (there is nothing to differ from),
+    and the shared path multiplies by another kernel than the per-task batched product the
+    whole batch takes, so the shard would differ from it in the last bit. Run beside a second,
+    different parameter set, the task takes the whole batch's path; the partner is dropped.
+    """
+
+    def forward(policy: nn.Module, params: Params, obs: torch.Tensor, task_dim: int) -> Any:
+        pair = {name: torch.cat([value, value + 1]) for name, value in params.items()}
+        dist = task_forward(policy, pair, torch.cat([obs, obs], dim=task_dim), task_dim)
+        leaves, rebuild = flatten_distribution(dist)
+        return rebuild([leaf.narrow(task_dim, 0, 1) for leaf in leaves])
+
+    return forward
 
 
 def _tensor(array: np.ndarray) -> torch.Tensor:
@@ -129,7 +150,9 @@ def sample_shard(
         device=torch.device("cpu"),
         draw_action=functools.partial(draw_as_whole_batch, phase.num_tasks, phase.offset),
         stop_when_done=False,
-        task_forward=task_forward,
+        task_forward=as_one_of_two(task_forward)
+        if phase.per_task and len(phase.tasks) == 1 and phase.num_tasks > 1
+        else task_forward,
         clip_to=clip_to,
     )
 
