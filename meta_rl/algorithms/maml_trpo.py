@@ -12,7 +12,7 @@ puts it in the trainer's sample -> adapt -> sample -> update loop.
 from __future__ import annotations
 
 import dataclasses
-import warnings
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +60,8 @@ from meta_rl.functional import (
 )
 from meta_rl.samplers.base import Sampler
 from meta_rl.timing import PhaseTimer
+
+logger = logging.getLogger(__name__)
 
 
 def importance_weighted_loss(
@@ -130,10 +132,9 @@ def choose_adaptation(
     loss linear in the log-probs), else autograd. Both give the same numbers."""
     closed = settings.analytic and settings.fvp == "gauss_newton" and closed_form.supports(policy)
     if closed and not loss.linear_in_log_probs:
-        warnings.warn(
+        logger.warning(  # one line on the console (Python's last-resort handler)
             f"{type(loss).__name__} is not linear in the log-probs: MAML-TRPO differentiates "
-            "the inner steps by autograd, not by the closed form",
-            stacklevel=2,
+            "the inner steps by autograd, not by the closed form"
         )
         closed = False
     loop = InnerLoop(policy, settings.inner_lr, settings.first_order, loss)
