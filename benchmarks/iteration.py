@@ -76,6 +76,20 @@ def run_iterations(spec: dict[str, Any]) -> dict[str, Any]:
     return {**mean, "peak_rss_mib": peak_mib, "iterations": rows}
 
 
+def run_in_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """``run_iterations(spec)`` in a fresh interpreter (``_child``); RuntimeError with the end
+    of its stderr when it fails."""
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "_child", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def run(args: argparse.Namespace) -> None:
     if "cuda" in args.devices:
         import torch
@@ -99,16 +113,11 @@ def run(args: argparse.Namespace) -> None:
             "algo": args.algo,
         }
         before = load()
-        out = subprocess.run(
-            [sys.executable, "-m", "benchmarks", "_child", json.dumps(spec)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if out.returncode != 0:
-            print(f"{label}: failed\n{out.stderr[-2000:]}")
+        try:
+            result = run_in_child(spec)
+        except RuntimeError as exc:
+            print(f"{label}: failed\n{exc}")
             continue
-        result = json.loads(out.stdout.strip().splitlines()[-1])
         details[label] = {"spec": spec, **result}
         base = rows[0]["total"] if rows else result["total"]
         rows.append(

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from benchmarks.common import (
     table,
     write,
 )
+from benchmarks.iteration import run_in_child
 from meta_rl.tables import format_table
 
 PHASES_PER_ITERATION = 2  # MAML-TRPO with one inner step: pre- and post-adaptation batches
@@ -106,13 +105,7 @@ def iterations(args: argparse.Namespace) -> list[dict[str, Any]]:
             "algo": "maml_trpo",
         }
         before = load()
-        out = subprocess.run(
-            [sys.executable, "-m", "benchmarks", "_child", json.dumps(spec)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        result = json.loads(out.stdout.strip().splitlines()[-1])
+        result = run_in_child(spec)
         rows.append(
             {
                 "sampler": backend,
