@@ -370,6 +370,84 @@ def trained_env_steps(run_dir: str | Path) -> int:
     return int(rows[-1]["env_steps"])
 
 
+def ppo_baseline_spec(
+    name: str, config: Any, timesteps: int, overrides: Mapping[str, Any] | None = None
+) -> Any:
+    """The ``PPOBaselineSpec`` of SB3 baseline ``name`` (pretrained | oracle) for a run's config:
+    the family's RL Zoo settings (else the run's network), ``timesteps`` env steps (the
+    oracle's cap), ``overrides`` replacing spec fields."""
+    from meta_rl.agents.pretrained import baseline_spec
+
+    spec = baseline_spec(
+        config.env.id,
+        name == "oracle",
+        timesteps,
+        config.train.seed,
+        hidden_sizes=tuple(config.policy.hidden_sizes),
+        activation=config.policy.activation,
+        env_kwargs=dict(config.env.kwargs),
+        max_episode_steps=config.env.max_episode_steps,
+    )
+    return dataclasses.replace(spec, **dict(overrides or {}))
+
+
+def pretrain_baselines(
+    run_dir: str | Path,
+    settings: EvalSettings,
+    *,
+    cache_dir: str | Path,
+    overrides: Mapping[str, Any] | None = None,
+    jobs: int = 2,
+    progress: Callable[[str], None] | None = None,
+) -> None:
+    """Train the SB3 baselines that ``evaluate_run`` will ask for, ``jobs`` at a time.
+
+    SB3 PPO updates on minibatches of 64 keep one core busy each, so on a machine with cores
+    to spare the pretrained and oracle policies train side by side (one torch thread per
+    process, spawned: no inherited thread pools). Each is saved under the cache name and spec
+    ``evaluate_run`` computes, which then loads it instead of training; a cached one is skipped.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from meta_rl.agents.pretrained import cache_path, is_cached
+
+    say = progress or (lambda message: None)
+    config, _ = load_run(run_dir)
+    budget = settings.baseline_timesteps or trained_env_steps(run_dir)
+    todo = []
+    for name in settings.baselines:
+        if name in ("pretrained", "oracle"):
+            spec = ppo_baseline_spec(name, config, budget, overrides)
+            path = cache_path(cache_dir, name, spec)
+            if not is_cached(spec, path):
+                todo.append((name, spec, path))
+    if not todo:
+        return
+    names = ", ".join(name for name, _, _ in todo)
+    workers = max(1, min(jobs, len(todo)))
+    say(f"baselines {names}: SB3 PPO, {workers} at a time, saved under {cache_dir}")
+    if workers == 1:  # in this process, as evaluate_run would
+        for job in todo:
+            _train_baseline_job(*job)
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(_train_baseline_job, *job) for job in todo]
+        for future in futures:
+            future.result()
+
+
+def _train_baseline_job(name: str, spec: Any, path: Path) -> None:
+    """One ``pretrain_baselines`` job (in a worker process: with one torch thread)."""
+    from multiprocessing import parent_process
+
+    from meta_rl.agents.pretrained import load_or_train_ppo_baseline
+
+    if parent_process() is not None:
+        torch.set_num_threads(1)
+    load_or_train_ppo_baseline(spec, path, _ppo_progress(name, spec.total_timesteps))
+
+
 def evaluate_baseline(
     name: str,
     config: Any,
@@ -399,7 +477,6 @@ def evaluate_baseline(
     if name not in ("pretrained", "oracle"):
         raise ValueError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
     from meta_rl.agents.pretrained import (
-        baseline_spec,
         cache_path,
         is_cached,
         load_or_train_ppo_baseline,
@@ -407,17 +484,7 @@ def evaluate_baseline(
     )
 
     oracle = name == "oracle"
-    spec = baseline_spec(
-        config.env.id,
-        oracle,
-        timesteps,
-        config.train.seed,
-        hidden_sizes=tuple(config.policy.hidden_sizes),
-        activation=config.policy.activation,
-        env_kwargs=dict(config.env.kwargs),
-        max_episode_steps=config.env.max_episode_steps,
-    )
-    spec = dataclasses.replace(spec, **dict(overrides or {}))
+    spec = ppo_baseline_spec(name, config, timesteps, overrides)
     path = cache_path(cache_dir, name, spec)
     if is_cached(spec, path):
         say(f"baseline {name}: reusing {path}, trained for the same settings before")

@@ -167,3 +167,33 @@ def test_several_seeds_get_a_table_each_and_a_spread_over_them(tmp_path):
     a, b = means[("maml_trpo", "1")]
     spread = abs(a - b) / 2**0.5  # the sample standard deviation of two values
     assert rows["maml_trpo"][1] == f"{(a + b) / 2:.1f} ± {spread:.1f} (n=2)"
+
+
+def test_baselines_trained_side_by_side_equal_those_trained_in_process(tmp_path):
+    """--jobs 2 trains pretrained and oracle in two spawned processes: same policies, so the
+    same table, as --jobs 1 (in the script's own process)."""
+    script = load_script()
+    tables = {}
+    for jobs in (1, 2):
+        results = tmp_path / f"results{jobs}"
+        args = ["--benchmark", "navigation2d", "--budget", "tiny", "--skip", "reptile"]
+        args += ["--work-dir", str(tmp_path / f"work{jobs}"), "--results-dir", str(results)]
+        assert script.main([*args, "--jobs", str(jobs)]) == 0
+        markdown = (results / "navigation2d_tiny.md").read_text()
+        tables[jobs] = {k: v[:4] for k, v in table_rows(markdown).items()}
+        assert ("2 at a time (`--jobs 2`)" in markdown) == (jobs == 2)
+    assert tables[1] == tables[2]
+
+
+def test_a_ppo_budget_below_the_meta_learners_steps_is_stated():
+    script = load_script()
+    budget = script.Budget(ppo_timesteps=1_000_000)
+
+    class Curve:
+        method = "pretrained"
+        info = {"train_env_steps": 1_000_000, "settings_source": "zoo", "stopped": "budget"}
+
+    (line,) = script.baseline_lines([Curve()], budget, 16_000_000, jobs=1)
+    assert "FEWER than the meta-learner's 16.00 M" in line
+    (line,) = script.baseline_lines([Curve()], script.Budget(), 1_000_000, jobs=1)
+    assert "the same env steps as the meta-learner (default)" in line
