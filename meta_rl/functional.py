@@ -70,9 +70,25 @@ def flatten_distribution(
             "arg_constraints; return a Normal, Categorical, Independent, ... from forward()"
         )
     cls = type(dist)
+    if isinstance(dist, Categorical) and names == ["logits"]:
+        return [state["logits"]], _categorical_from_normalized_logits
     return [state[n] for n in names], lambda ts: cls(
         **dict(zip(names, ts, strict=True)), validate_args=False
     )
+
+
+def _categorical_from_normalized_logits(leaves: list[Tensor]) -> Categorical:
+    """A ``Categorical`` whose logits are ``leaves[0]`` (normalised already), bit for bit.
+
+    The constructor subtracts the logsumexp again, which is not idempotent in floating point:
+    each rebuild would move the log-probabilities by a last bit, and samplers that rebuild a
+    different number of times (one-task shards) would disagree. The value is kept; the
+    normalisation's derivatives are kept too (the KL Hessian of the meta-update needs them)."""
+    (logits,) = leaves
+    dist = Categorical(logits=logits, validate_args=False)
+    renormalized = dist.logits
+    dist.logits = dist._param = logits.detach() + (renormalized - renormalized.detach())
+    return dist
 
 
 def task_distribution(

@@ -154,14 +154,15 @@ def test_same_episodes_as_the_vector_and_process_samplers(local_ray):
                 _assert_bitwise(sampler.sample(policy, params, tasks), expected)
 
 
-def test_one_task_per_actor_is_bitwise_the_vector_sampler(local_ray):
+@pytest.mark.parametrize("env_id", [NAV, "MetaRL/Bandit-K5-v0"], ids=["gaussian", "categorical"])
+def test_one_task_per_actor_is_bitwise_the_vector_sampler(local_ray, env_id):
     kwargs = _kwargs(num_tasks=2, episodes=3, steps=7)
-    vector = VectorSampler(NAV, **kwargs)
+    vector = VectorSampler(env_id, **kwargs)
     policy = make_policy(vector.observation_space, vector.action_space, (16,), "tanh")
     tasks = vector.sample_tasks()
     params = _per_task_params(policy, 2, 0)
     expected = vector.sample(policy, params, tasks)
-    with RaySampler(NAV, num_workers=2, **kwargs) as sampler:
+    with RaySampler(env_id, num_workers=2, **kwargs) as sampler:
         assert sampler.sample_tasks() == tasks
         _assert_bitwise(sampler.sample(policy, params, tasks), expected)
 
