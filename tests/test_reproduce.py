@@ -7,6 +7,7 @@ import importlib.util
 import json
 import re
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -189,11 +190,9 @@ def test_a_ppo_budget_below_the_meta_learners_steps_is_stated():
     script = load_script()
     budget = script.Budget(ppo_timesteps=1_000_000)
 
-    class Curve:
-        method = "pretrained"
-        info = {"train_env_steps": 1_000_000, "settings_source": "zoo", "stopped": "budget"}
-
-    (line,) = script.baseline_lines([Curve()], budget, 16_000_000, jobs=1)
+    info = {"train_env_steps": 1_000_000, "settings_source": "zoo", "stopped": "budget"}
+    curve = types.SimpleNamespace(method="pretrained", info=info)
+    (line,) = script.baseline_lines([curve], budget, 16_000_000, jobs=1)
     assert "FEWER than the meta-learner's 16.00 M" in line
-    (line,) = script.baseline_lines([Curve()], script.Budget(), 1_000_000, jobs=1)
+    (line,) = script.baseline_lines([curve], script.Budget(), 1_000_000, jobs=1)
     assert "the same env steps as the meta-learner (default)" in line
