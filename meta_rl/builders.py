@@ -149,7 +149,15 @@ def build_sampler(config: Config, device: torch.device) -> Sampler:
     if tr.sampler == "ray":
         from meta_rl.samplers.ray_sampler import RaySampler
 
-        return RaySampler(*args, num_workers=tr.num_workers, address=tr.ray_address, **kwargs)
+        if tr.ray_env_backend == "mujoco":
+            _check_batchable(config)
+        return RaySampler(
+            *args,
+            num_workers=tr.num_workers,
+            address=tr.ray_address,
+            env_backend=tr.ray_env_backend,
+            **kwargs,
+        )
     if tr.sampler == "torch":
         from meta_rl.samplers.torch_native import TorchSampler
 
@@ -178,17 +186,24 @@ def _build_mjx_sampler(args: tuple, kwargs: dict[str, Any]) -> Sampler:
 def _build_mujoco_sampler(config: Config, args: tuple, kwargs: dict[str, Any]) -> Sampler:
     """Batched MuJoCo: in-process with a thread per core, or over ``num_workers`` processes."""
     from meta_rl.samplers import MuJoCoSampler
-    from meta_rl.samplers.mujoco import check_batchable
     from meta_rl.samplers.process import ProcessSampler
 
-    env = gym.make(config.env.id, **config.env.kwargs)
-    try:
-        check_batchable(env)
-    except ValueError as exc:
-        raise ConfigError(f"train.sampler: {exc}") from None
-    finally:
-        env.close()
+    _check_batchable(config)
     workers = config.train.num_workers
     if workers is None:
         return MuJoCoSampler(*args, **kwargs)
     return ProcessSampler(*args, num_workers=workers, env_backend="mujoco", **kwargs)
+
+
+def _check_batchable(config: Config) -> None:
+    """A config error, before any worker starts, when the family has no batched MuJoCo form."""
+    from meta_rl.samplers.mujoco import check_batchable
+
+    key = "ray_env_backend" if config.train.sampler == "ray" else "sampler"
+    env = gym.make(config.env.id, **config.env.kwargs)
+    try:
+        check_batchable(env)
+    except ValueError as exc:
+        raise ConfigError(f"train.{key}: {exc}") from None
+    finally:
+        env.close()

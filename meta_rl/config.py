@@ -120,6 +120,10 @@ class TrainConfig:
     ray_address: Str | None = None
     """ray sampler: None starts a private Ray on this machine (127.0.0.1, num_workers CPUs);
     auto or host:port joins a cluster started with `ray start` (README: Running on a cluster)"""
+    ray_env_backend: Literal["gym", "mujoco"] = "gym"
+    """ray sampler: how each actor steps its shard: gym (the family's Gymnasium envs) | mujoco
+    (the batched MuJoCo backend of train.sampler mujoco, HalfCheetah/Ant families; same
+    episodes)"""
     clip_actions: Bool = True
     """clip Box actions to the action space before env.step (as SB3); the episodes keep the
     unclipped sample and its log-probability. false: the raw Gaussian sample reaches the env"""
@@ -149,6 +153,9 @@ class TrainConfig:
         if self.ray_address is not None and self.sampler != "ray":
             what = "is only used by train.sampler ray"
             raise SettingError("ray_address", what, self.ray_address)
+        if self.ray_env_backend != "gym" and self.sampler != "ray":
+            what = "is only used by train.sampler ray (train.sampler mujoco batches locally)"
+            raise SettingError("ray_env_backend", what, self.ray_env_backend)
         return self
 
 

@@ -185,6 +185,28 @@ def test_meta_world_success_comes_back_from_the_actors(local_ray):
         _assert_bitwise(sampler.sample(policy, params, tasks), expected)
 
 
+def test_actors_step_the_batched_mujoco_backend_when_the_config_asks(local_ray):
+    """``train.ray_env_backend: mujoco`` from a config: the actors hold the batched MuJoCo
+    envs (issue 15's backend) and give the vector sampler's episodes bitwise."""
+    from meta_rl.builders import build_sampler
+
+    data = {
+        "env": {"id": CHEETAH, "max_episode_steps": 6},
+        "train": {"meta_batch_size": 3, "episodes_per_task": 2, "seed": 11, "num_workers": 2},
+    }
+    vector = build_sampler(config_from_dict(data), torch.device("cpu"))
+    data["train"] |= {"sampler": "ray", "ray_env_backend": "mujoco"}
+    policy = make_policy(vector.observation_space, vector.action_space, (16,), "tanh")
+    params = _per_task_params(policy, 3, 0)
+    tasks = vector.sample_tasks()
+    expected = vector.sample(policy, params, tasks)
+    vector.close()
+    with build_sampler(config_from_dict(data), torch.device("cpu")) as sampler:
+        assert isinstance(sampler, RaySampler) and sampler.env_backend == "mujoco"
+        assert sampler.sample_tasks() == tasks
+        _assert_bitwise(sampler.sample(policy, params, tasks), expected)
+
+
 def test_a_dead_actor_is_replaced_and_its_shard_resampled_bitwise(local_ray, caplog):
     """Killed by ``ray.kill`` before a phase, then its process by SIGKILL in the middle of
     one: each time the phase's episodes are those of the same phase without a fault."""
@@ -263,6 +285,8 @@ def test_asking_for_ray_without_ray_is_a_config_error_naming_the_extra(monkeypat
         config_from_dict(data)
     with pytest.raises(ConfigError, match=r"train\.ray_address: is only used by"):
         config_from_dict({"env": {"id": NAV}, "train": {"ray_address": "auto"}})
+    with pytest.raises(ConfigError, match=r"train\.ray_env_backend: is only used by"):
+        config_from_dict({"env": {"id": NAV}, "train": {"ray_env_backend": "mujoco"}})
 
 
 TINY = """\
