@@ -196,3 +196,38 @@ def test_a_ppo_budget_below_the_meta_learners_steps_is_stated():
     assert "FEWER than the meta-learner's 16.00 M" in line
     (line,) = script.baseline_lines([curve], script.Budget(), 1_000_000, jobs=1)
     assert "the same env steps as the meta-learner (default)" in line
+
+
+def load_summary():
+    spec = importlib.util.spec_from_file_location(
+        "experiments_summary", ROOT / "experiments" / "summary.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["experiments_summary"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_readme_results_table_is_the_one_the_committed_tables_give():
+    assert load_summary().main(["--check"]) == 0, "run: python experiments/summary.py"
+
+
+def test_the_verdict_is_computed_from_intervals_env_steps_and_the_oracle():
+    summary = load_summary()
+
+    def result(maml, pre, oracle=None, pre_steps="1.00 M"):
+        returns = {"maml_trpo": [(0.0, 1.0), maml], "pretrained": [(0.0, 1.0), pre]}
+        if oracle is not None:
+            returns["oracle"] = [oracle, oracle]
+        steps = {"maml_trpo": "1.00 M", "pretrained": pre_steps, "oracle": pre_steps}
+        return summary.Result("s", "b", "long", returns, steps, {}, None, True, True)
+
+    assert summary.verdict(result((10, 2), (5, 2), (50, 1))) == (
+        "reproduced: MAML above pretrained, oracle above both"
+    )
+    assert "(pretrained at fewer env steps)" in summary.verdict(
+        result((10, 2), (5, 2), (50, 1), pre_steps="100.0 k")
+    )
+    assert "oracle is below MAML" in summary.verdict(result((10, 2), (5, 2), (8, 1)))
+    assert summary.verdict(result((10, 3), (5, 3))).endswith("overlap")
+    assert summary.verdict(result((1, 1), (5, 1))).endswith("MAML below pretrained")
