@@ -12,11 +12,14 @@ spec matches), so an interrupted reproduction costs only the unfinished part; a 
 holding a different config is an error, never silently reused.
 
 The default ``small`` budgets fit a shared 2-core machine for meta-training; ``paper`` uses the
-paper's batch sizes and iteration counts; ``quick`` (Navigation2D, HalfCheetahDir) shows the
-whole pipeline in minutes; ``tiny`` is for the test suite only. The ``pretrained`` baseline
-gets as many env steps as MAML-TRPO consumed and the ``oracle`` as many at most (it stops
-when its learning curve is flat), so a budget's baselines cost about what its meta-training
-did in env steps, more in wall-clock (SB3 PPO steps one env at a time).
+paper's batch sizes and iteration counts; ``long`` (MuJoCo families) is about an hour of a
+2-core machine with its baselines; ``quick`` (Navigation2D, HalfCheetahDir) shows the whole
+pipeline in minutes; ``tiny`` is for the test suite only. The ``pretrained`` baseline gets as
+many env steps as MAML-TRPO consumed and the ``oracle`` as many at most (it stops when its
+learning curve is flat), unless the budget caps them (``Budget.ppo_timesteps``; the report then
+says the baselines saw fewer env steps): SB3 PPO updates on minibatches of 64 and steps one env
+at a time, ~40x slower per env step here than MAML-TRPO's batched sampler. ``--jobs`` trains
+the two side by side.
 Only the public API is used: ``meta_rl.trainer.train`` and ``meta_rl.evaluation``.
 """
 
