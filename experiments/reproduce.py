@@ -18,7 +18,7 @@ pipeline in minutes; ``tiny`` is for the test suite only. The ``pretrained`` bas
 many env steps as MAML-TRPO consumed and the ``oracle`` as many at most (it stops when its
 learning curve is flat), unless the budget caps them (``Budget.ppo_timesteps``; the report then
 says the baselines saw fewer env steps): SB3 PPO updates on minibatches of 64 and steps one env
-at a time, ~40x slower per env step here than MAML-TRPO's batched sampler. ``--jobs`` trains
+at a time, far slower per env step than MAML-TRPO's batched sampler. ``--jobs`` trains
 the two side by side.
 Only the public API is used: ``meta_rl.trainer.train`` and ``meta_rl.evaluation``.
 """
