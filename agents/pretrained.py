@@ -51,8 +51,11 @@ def task_vector_dim(task_space: spaces.Dict) -> int:
 
 
 class TaskObservationWrapper(gym.ObservationWrapper):
-    """Appends the current task's parameters to a 1-D Box observation (the oracle's input).
+    """Appends the current task to a 1-D Box observation (the oracle's input).
 
+    What is appended: the family's ``oracle_features()`` when it defines one (with
+    ``oracle_features_dim``; e.g. Meta-World, whose task is an index into its own lists, shows
+    the goal it hides), else the task's parameters as a vector (``task_vector``).
     It defines no ``task`` attribute of its own, so ``set_wrapper_attr("task", t)`` still
     reaches the family underneath and the next observation carries the new task.
     """
@@ -62,13 +65,23 @@ class TaskObservationWrapper(gym.ObservationWrapper):
         base = env.observation_space
         if not (isinstance(base, spaces.Box) and len(base.shape) == 1):
             raise TypeError(f"the oracle wrapper needs a 1-D Box observation space, got {base}")
-        extra = task_vector_dim(env.unwrapped.task_space)
+        family = env.unwrapped
+        self._features = getattr(family, "oracle_features", None)
+        extra = (
+            family.oracle_features_dim
+            if self._features is not None
+            else task_vector_dim(family.task_space)
+        )
         self.observation_space = spaces.Box(
             -np.inf, np.inf, shape=(base.shape[0] + extra,), dtype=np.float32
         )
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
-        task = task_vector(self.env.unwrapped.task, self.env.unwrapped.task_space)
+        family = self.env.unwrapped
+        if self._features is not None:
+            task = np.asarray(self._features(), dtype=np.float32)
+        else:
+            task = task_vector(family.task, family.task_space)
         return np.concatenate([np.asarray(observation, dtype=np.float32), task])
 
 

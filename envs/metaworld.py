@@ -151,6 +151,22 @@ class MetaWorldFamily(TaskEnv):
     def sample_held_out_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
         return self._draw("test", n, rng)
 
+    @property
+    def oracle_features_dim(self) -> int:
+        if self.benchmark != "ML1":
+            raise ValueError(
+                f"{self.benchmark} has no oracle: its held-out env classes are never trained on, "
+                "so no view of the task tells a policy what they need (ML1 only)"
+            )
+        return 3
+
+    def oracle_features(self) -> np.ndarray:
+        """The goal position that Meta-World hides from the observation: what an oracle
+        baseline sees of the task (``agents.pretrained.TaskObservationWrapper``)."""
+        if self._sim is None:
+            raise RuntimeError("MetaWorldFamily: call reset() before oracle_features()")
+        return np.asarray(self._sim._target_pos, dtype=np.float32)  # set by Meta-World's reset
+
     def _apply_task(self, task: dict[str, Any]) -> None:
         for key, own in (("benchmark", self.benchmark), ("seed", self.benchmark_seed)):
             if task[key] != own:

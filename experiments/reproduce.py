@@ -68,7 +68,7 @@ class Benchmark:
     budgets: dict[str, Budget]
     # The paper's value (Finn et al. 2017, figs. 4-5), read off its plots: approximate.
     paper: dict[str, dict[int, str]] = field(default_factory=dict)
-    # the baselines that apply (Meta-World has no oracle: its task is an index, not a vector)
+    # the baselines that apply
     baselines: tuple[str, ...] = BASELINES
 
 
@@ -207,7 +207,6 @@ BENCHMARKS: dict[str, Benchmark] = {
                 f"metaworld_ml1_{env}",
                 f"metaworld_ml1_{env}-v3",
                 dict(_METAWORLD_BUDGETS),
-                baselines=("random", "pretrained"),
             )
             for env in ("reach", "push", "pick-place")
         ),

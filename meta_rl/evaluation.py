@@ -378,6 +378,8 @@ def ppo_baseline_spec(
     oracle's cap), ``overrides`` replacing spec fields."""
     from meta_rl.agents.pretrained import baseline_spec
 
+    if name == "oracle":
+        _check_oracle(config)
     spec = baseline_spec(
         config.env.id,
         name == "oracle",
@@ -389,6 +391,19 @@ def ppo_baseline_spec(
         max_episode_steps=config.env.max_episode_steps,
     )
     return dataclasses.replace(spec, **dict(overrides or {}))
+
+
+def _check_oracle(config: Any) -> None:
+    """A config error when the family cannot show an oracle its task (Meta-World ML10)."""
+    import gymnasium as gym
+
+    from meta_rl.agents.pretrained import oracle_env_id
+    from meta_rl.config import ConfigError
+
+    try:
+        gym.make(oracle_env_id(config.env.id), **config.env.kwargs).close()
+    except ValueError as exc:
+        raise ConfigError(f"baseline oracle: {exc}") from None
 
 
 def pretrain_baselines(

@@ -280,3 +280,30 @@ def test_reptile_runs_ml10_on_the_process_sampler(tmp_path):
     with (run / "progress.csv").open() as f:
         (row,) = list(csv.DictReader(f))
     assert 0.0 <= float(row["success_post_adapt"]) <= 1.0
+
+
+def test_the_oracle_sees_the_hidden_goal_on_ml1_and_refuses_mixed_benchmarks():
+    """ML1's oracle baseline observes the goal Meta-World hides (its task is an index into the
+    benchmark's lists, not a parameter vector); ML10 / ML45 have no oracle (unseen classes)."""
+    from meta_rl.agents.pretrained import oracle_env_id
+
+    env = gym.make(oracle_env_id(ML1_REACH))
+    family = env.unwrapped
+    assert env.observation_space.shape == (39 + 3,)
+    goals = []
+    for task in family.sample_tasks(2, np.random.default_rng(0)):
+        obs, _ = env.reset(options={"task": task})
+        goal = obs[-3:]
+        assert np.array_equal(goal, np.float32(family._sim._target_pos))
+        assert np.array_equal(env.step(env.action_space.sample())[0][-3:], goal)
+        goals.append(goal)
+    assert not np.array_equal(goals[0], goals[1])
+    env.close()
+    with pytest.raises(ValueError, match="ML10 has no oracle"):
+        gym.make(oracle_env_id(ML10))
+    from meta_rl.config import ConfigError
+    from meta_rl.evaluation import ppo_baseline_spec
+
+    config = load_config(CONFIGS / "maml_metaworld_ml10.yaml")
+    with pytest.raises(ConfigError, match="baseline oracle: ML10 has no oracle"):
+        ppo_baseline_spec("oracle", config, 1000)
