@@ -123,7 +123,7 @@ _MUJOCO_BUDGETS = {
 
 # Meta-World ML1: garage's 2000 iterations of 25 tasks x 10 episodes x 500 steps for "paper";
 # "small" is 10 x 10 x 20 iterations (2 M env steps), its baselines matched to it; "paper"
-# caps the baselines' PPO at 1 M env steps (equal steps would take days of SB3 PPO here).
+# caps the baselines' PPO at 1 M env steps (equal steps of SB3 PPO would not fit this machine).
 _METAWORLD_BUDGETS = {
     "small": Budget(
         ("train.iterations=20", "train.meta_batch_size=10", "train.checkpoint_every=5"),
