@@ -300,7 +300,7 @@ def train_or_reuse(config: Any, run_dir: Path) -> dict[str, Any]:
 
 def run_benchmark(args: argparse.Namespace) -> Path:
     from meta_rl.config import ALGORITHMS, load_config
-    from meta_rl.evaluation import EvalSettings, evaluate_run, pretrain_baselines
+    from meta_rl.evaluation import EvalSettings, evaluate_run
     from meta_rl.perf import configure_learner
 
     configure_learner(args.threads)  # what `meta-rl train` does: threads and tuned malloc
@@ -336,17 +336,8 @@ def run_benchmark(args: argparse.Namespace) -> Path:
             seed=args.eval_seed,
             baselines=baselines if i == 0 else (),
             baseline_timesteps=budget.ppo_timesteps,
+            baseline_jobs=args.jobs,
         )
-        say = lambda m: print(f"[{benchmark.name}]   {m}", file=sys.stderr)  # noqa: E731
-        if settings.baselines:
-            pretrain_baselines(
-                run_dir,
-                settings,
-                cache_dir=work / "baselines",
-                overrides=budget.ppo_overrides,
-                jobs=args.jobs,
-                progress=say,
-            )
         print(f"[{benchmark.name}] {name}: evaluating", file=sys.stderr)
         curves += evaluate_run(
             run_dir,
@@ -354,7 +345,7 @@ def run_benchmark(args: argparse.Namespace) -> Path:
             method=name,
             baseline_cache=work / "baselines",
             baseline_overrides=budget.ppo_overrides,
-            progress=say,
+            progress=lambda m: print(f"[{benchmark.name}]   {m}", file=sys.stderr),
         )
     for curve in curves:
         trained_as = curve.method.split(" (")[0]  # "reptile (own inner loop)" -> "reptile"

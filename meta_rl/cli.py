@@ -143,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="SB3 PPO env steps of the pretrained baseline, and the oracle's cap (it stops "
         "once its learning curve is flat); default: the run's own training env steps",
     )
+    evaluate.add_argument(
+        "--baseline-jobs",
+        type=int,
+        default=defaults.baseline_jobs,
+        metavar="N",
+        help="train the SB3 baselines N at a time, one process and one torch thread each",
+    )
     evaluate.add_argument("--out", type=Path, help="output directory (default: RUN_DIR/eval)")
     evaluate.add_argument("--threads", type=int, metavar="N", help="torch threads")
     evaluate.set_defaults(handler=_evaluate)
@@ -270,6 +277,7 @@ def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
                 later_factor=args.later_step_factor,
                 baselines=tuple(dict.fromkeys(args.baselines)),
                 baseline_timesteps=args.baseline_timesteps,
+                baseline_jobs=args.baseline_jobs,
             )
         except ValidationError as exc:  # the field's flag, e.g. later_factor: --later-step-factor
             message = validation_message(exc, EvalSettings)

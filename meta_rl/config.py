@@ -209,6 +209,8 @@ class EvalSettings:
     baseline_timesteps: Annotated[Int, Field(ge=1)] | None = None
     """SB3 PPO env steps of the pretrained baseline and the cap of the oracle's (which stops
     earlier once its learning curve is flat); None: the meta-learner's own training env steps"""
+    baseline_jobs: Annotated[Int, Field(ge=1)] = 1
+    """SB3 baselines trained side by side, one process with one torch thread each"""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -322,6 +322,11 @@ def evaluate_run(
                 f"{name} (own inner loop)", config, policy, sampler, tasks, sampler_state
             )
             curves.append(own)
+        cache_dir = Path(baseline_cache) if baseline_cache else out
+        if settings.baseline_jobs > 1:
+            pretrain_baselines(
+                run_dir, settings, cache_dir=cache_dir, overrides=baseline_overrides, progress=say
+            )
         budget = settings.baseline_timesteps
         for baseline in settings.baselines:
             say(f"evaluating baseline {baseline}")
@@ -336,7 +341,7 @@ def evaluate_run(
                     sizes,
                     sampler_state,
                     timesteps=budget or 0,
-                    cache_dir=Path(baseline_cache) if baseline_cache else out,
+                    cache_dir=cache_dir,
                     overrides=baseline_overrides,
                     progress=progress,
                 )
@@ -412,10 +417,10 @@ def pretrain_baselines(
     *,
     cache_dir: str | Path,
     overrides: Mapping[str, Any] | None = None,
-    jobs: int = 2,
     progress: Callable[[str], None] | None = None,
 ) -> None:
-    """Train the SB3 baselines that ``evaluate_run`` will ask for, ``jobs`` at a time.
+    """Train the SB3 baselines that ``evaluate_run`` will ask for, ``settings.baseline_jobs``
+    at a time (``evaluate_run`` calls it when that is more than one).
 
     SB3 PPO updates on minibatches of 64 keep one core busy each, so on a machine with cores
     to spare the pretrained and oracle policies train side by side (one torch thread per
@@ -440,7 +445,7 @@ def pretrain_baselines(
     if not todo:
         return
     names = ", ".join(name for name, _, _ in todo)
-    workers = max(1, min(jobs, len(todo)))
+    workers = max(1, min(settings.baseline_jobs, len(todo)))
     say(f"baselines {names}: SB3 PPO, {workers} at a time, saved under {cache_dir}")
     if workers == 1:  # in this process, as evaluate_run would
         for job in todo:
