@@ -231,3 +231,7 @@ def test_the_verdict_is_computed_from_intervals_env_steps_and_the_oracle():
     assert "oracle is below MAML" in summary.verdict(result((10, 2), (5, 2), (8, 1)))
     assert summary.verdict(result((10, 3), (5, 3))).endswith("overlap")
     assert summary.verdict(result((1, 1), (5, 1))).endswith("MAML below pretrained")
+    # the pretrained baseline is judged by its best step: here no adaptation (step 0)
+    below_best = result((10, 2), (5, 2), (50, 1))
+    below_best.returns["pretrained"][0] = (20.0, 2.0)
+    assert summary.verdict(below_best).endswith("MAML below pretrained")
