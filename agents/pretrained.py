@@ -236,6 +236,12 @@ class FlatStop:
         return bool(gained < self.tolerance * (best[-1] - scores[0]))
 
 
+def curve_chunk(total_timesteps: int) -> int:
+    """Env steps per point of a baseline's learning curve (and of the oracle's flatness test):
+    ``FlatStop.every``, or a tenth of a shorter budget."""
+    return min(FlatStop.every, max(total_timesteps // 10, 1))
+
+
 @dataclass(frozen=True)
 class PPOBaselineSpec:
     """Everything that determines a trained baseline (also the cache key of a saved one)."""
@@ -290,7 +296,7 @@ def baseline_spec(
     settings = dict(fallback)
     if body is not None:
         settings = {**settings, **ZOO_PPO[body], "source": f"RL Baselines3 Zoo, {body}"}
-    every = min(FlatStop.every, max(total_timesteps // 10, 1))
+    every = curve_chunk(total_timesteps)
     return PPOBaselineSpec(
         env_id=env_id,
         oracle=oracle,
@@ -320,10 +326,10 @@ def _vec_env(spec: PPOBaselineSpec, seed_seq: np.random.SeedSequence):
     return env
 
 
-def _training_curve(stop: FlatStop | None, callback: Any):
-    """An SB3 callback that scores each chunk of ``stop.every`` env steps (mean return of the
-    episodes that ended in it), stops training when ``stop`` says the curve is flat, and
-    forwards every event to ``callback``."""
+def _training_curve(stop: FlatStop | None, every: int, callback: Any):
+    """An SB3 callback that scores each chunk of ``every`` env steps (mean return of the
+    episodes that ended in it: the learning curve), stops training when ``stop`` says the
+    curve is flat, and forwards every event to ``callback``."""
     from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
     class TrainingCurve(BaseCallback):
@@ -341,13 +347,12 @@ def _training_curve(stop: FlatStop | None, callback: Any):
             return not self.flattened
 
         def _on_rollout_end(self) -> None:
-            every = stop.every if stop is not None else 0
             last = self.chunk_ends[-1] if self.chunk_ends else 0
-            if every and self._returns and self.num_timesteps - last >= every:
+            if self._returns and self.num_timesteps - last >= every:
                 self.scores.append(float(np.mean(self._returns)))
                 self.chunk_ends.append(int(self.num_timesteps))
                 self._returns = []
-                self.flattened = stop.flat(self.scores)
+                self.flattened = stop is not None and stop.flat(self.scores)
 
     curve = TrainingCurve()
     return curve, CallbackList([curve, *([callback] if callback is not None else [])])
@@ -371,7 +376,9 @@ def train_ppo_baseline(spec: PPOBaselineSpec, callback: Any = None):
     run_seed = int(run_seq.generate_state(1)[0] % 2**31)
     env = _vec_env(spec, tasks_seq)
     env.seed(run_seed)
-    curve, callbacks = _training_curve(spec.stop_when_flat, callback)
+    stop = spec.stop_when_flat
+    every = stop.every if stop is not None else curve_chunk(spec.total_timesteps)
+    curve, callbacks = _training_curve(stop, every, callback)
     with seeded_global_rngs(run_seed):
         model = PPO(
             "MlpPolicy",

@@ -335,6 +335,7 @@ def run_benchmark(args: argparse.Namespace) -> Path:
         trained[name] = {
             "config": path.relative_to(ROOT),
             "overrides": overrides,
+            "run_dir": run_dir,
             **train_or_reuse(config, run_dir),
         }
         settings = EvalSettings(
@@ -359,7 +360,9 @@ def run_benchmark(args: argparse.Namespace) -> Path:
         trained_as = curve.method.split(" (")[0]  # "reptile (own inner loop)" -> "reptile"
         if trained_as in trained:
             curve.info = {
-                k: v for k, v in trained[trained_as].items() if k not in ("config", "overrides")
+                k: v
+                for k, v in trained[trained_as].items()
+                if k not in ("config", "overrides", "run_dir")
             }
     return write_report(args, benchmark, budget, curves, trained, started, load_start)
 
@@ -486,6 +489,26 @@ def paper_budget_line(benchmark: Benchmark, trained: dict[str, dict[str, Any]]) 
     )
 
 
+def learning_series(
+    trained: dict[str, dict[str, Any]], curves: Sequence[Any]
+) -> list[tuple[str, list[float], list[float]]]:
+    """(label, env steps, training return) per meta-learner phase and per SB3 baseline."""
+    series = []
+    for name, info in trained.items():
+        with (Path(info["run_dir"]) / "progress.csv").open(encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        steps = [float(r["env_steps"]) for r in rows]
+        for column, phase in (("return_pre_adapt", "before"), ("return_post_adapt", "after")):
+            returns = [float(r[column]) for r in rows]
+            series.append((f"{name}, {phase} adaptation", steps, returns))
+    for curve in curves:
+        scores = (curve.info or {}).get("curve_scores")
+        if curve.method in ("pretrained", "oracle") and scores:
+            steps = [float(s) for s in curve.info["curve_env_steps"]]
+            series.append((f"{curve.method} (SB3 PPO)", steps, [float(x) for x in scores]))
+    return series
+
+
 def write_report(
     args: argparse.Namespace,
     benchmark: Benchmark,
@@ -495,7 +518,7 @@ def write_report(
     started: float,
     load_start: float,
 ) -> Path:
-    from meta_rl.plotting import plot_curves
+    from meta_rl.plotting import plot_curves, plot_learning_curves
 
     out = args.results_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -504,6 +527,11 @@ def write_report(
         [(c.method, c) for c in curves],
         out / f"{stem}.png",
         title=f"{benchmark.name} ({args.budget} budget): held-out tasks",
+    )
+    learning = plot_learning_curves(
+        learning_series(trained, curves),
+        out / f"{stem}_learning.png",
+        title=f"{benchmark.name} ({args.budget} budget): training",
     )
     header = ["method", *(f"after {k} step{'s' if k != 1 else ''}" for k in range(STEPS + 1))]
     header += ["training env steps", "training wall-clock", "eval env steps", "eval wall-clock"]
@@ -560,6 +588,12 @@ def write_report(
         *success,
         *(f"**Warning: {w}**\n" for w in oracle_warnings(curves)),
         f"![adaptation curves]({png.name})",
+        "",
+        "Learning curves: the meta-learner's training return before and after adaptation per "
+        "meta-iteration (`progress.csv`), and the SB3 baselines' mean return of the training "
+        "episodes per chunk of env steps (with exploration noise; the oracle observes the task).",
+        "",
+        f"![learning curves]({learning.name})",
         "",
         "## Budget",
         "",

@@ -71,8 +71,9 @@ def test_reproduce_navigation_tiny_end_to_end_and_rerun_reuses(tmp_path):
             assert float(measured[(curve.method, step)]["mean_return"]) == round(mean, 3)
     assert "paper ≈ -10 to -20" in rows["maml_trpo"][1]
     assert "1 meta-iteration(s)" in markdown and "; trained." in markdown
-    with Image.open(results / "navigation2d_tiny.png") as image:
-        assert image.format == "PNG"
+    for png in ("navigation2d_tiny.png", "navigation2d_tiny_learning.png"):
+        with Image.open(results / png) as image:
+            assert image.format == "PNG"
 
     # the baselines got the meta-learner's env steps (the oracle as its cap), by default
     baselines = tmp_path / "work" / "navigation2d_tiny" / "baselines"
@@ -82,6 +83,8 @@ def test_reproduce_navigation_tiny_end_to_end_and_rerun_reuses(tmp_path):
     assert set(specs) == {"pretrained", "oracle"}
     for meta in specs.values():
         assert meta["spec"]["total_timesteps"] == maml_steps
+        # both record a learning curve (the oracle also decides with it when to stop)
+        assert len(meta["info"]["curve_scores"]) == len(meta["info"]["curve_env_steps"]) > 0
     assert (
         specs["oracle"]["spec"]["stop_when_flat"]
         and not specs["pretrained"]["spec"]["stop_when_flat"]
