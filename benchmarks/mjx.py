@@ -1,5 +1,6 @@
 """``python -m benchmarks mjx``: env steps/s of ``train.sampler: mjx`` at many parallel envs;
-``mjx-parity``: how far one MJX env step lands from C MuJoCo's, from the same states.
+``mjx-parity``: how far one MJX env step lands from C MuJoCo's, from the same states (stock
+``mjx.step`` and ``meta_rl.samplers.mjx.step_as_c``, whose docstring says what differs).
 
 A whole sampling phase (``TorchSampler.sample`` over ``MJXHalfCheetah``: policy, action draws,
 MJX physics, rewards, episode tensors) on ``--device``, after one warm-up phase that pays the
@@ -89,9 +90,15 @@ def cmd_mjx(args: argparse.Namespace) -> None:
 PARITY_FAMILIES = {"cheetah": "MetaRL/HalfCheetahVel-v0", "ant": "MetaRL/AntVel-v0"}
 
 
-def physics_parity(env_id: str, steps: int, seed: int) -> dict[str, float]:
-    """Max |qpos|, |qvel| error of one MJX env step (``frame_skip`` physics steps) from each
-    state of a C MuJoCo trajectory with uniform random actions, and C's contact counts."""
+PHYSICS = {"mjx": "stock mjx.step", "as-c": "meta_rl.samplers.mjx.step_as_c"}
+
+
+def physics_parity(env_id: str, steps: int, seed: int, physics: str = "as-c") -> dict[str, float]:
+    """Max |error| of one MJX env step (``frame_skip`` physics steps, then
+    ``mj_rnePostConstraint``) from each state of a C MuJoCo trajectory with uniform random
+    actions, in qpos, qvel and ``cfrc_ext`` (what the Ant observes), and C's contact counts.
+    ``physics``: ``mjx`` (stock ``mjx.step``) or ``as-c`` (``step_as_c``, what the sampler
+    steps the Ant with)."""
     import gymnasium as gym
     import jax
     import mujoco
@@ -99,34 +106,39 @@ def physics_parity(env_id: str, steps: int, seed: int) -> dict[str, float]:
     from mujoco import mjx
 
     import meta_rl.envs  # noqa: F401
+    from meta_rl.samplers.mjx import step_as_c
 
     env = gym.make(env_id)
     env.reset(seed=seed)
     base = env.unwrapped
     model, data, frame_skip = base.model, base.data, base.frame_skip
     mx = mjx.put_model(model)
+    step = {"mjx": mjx.step, "as-c": step_as_c}[physics]
 
     @jax.jit
     def one_env_step(d: Any, action: Any) -> Any:
         d = d.replace(ctrl=action)
         for _ in range(frame_skip):
-            d = mjx.step(mx, d)
-        return d
+            d = step(mx, d)
+        return mjx.rne_postconstraint(mx, d)
 
     rng = np.random.default_rng(seed)
-    worst = {"qpos": 0.0, "qvel": 0.0}
+    worst = {"qpos": 0.0, "qvel": 0.0, "cfrc_ext": 0.0}
     steps_with_contact = 0
+    largest_force = 0.0
     for _ in range(steps):
         action = rng.uniform(-1, 1, size=model.nu)
-        dx = one_env_step(mjx.put_data(model, data), action.astype(np.float32))
+        dx = one_env_step(mjx.put_data(model, data), action)  # float32 unless x64
         data.ctrl[:] = action
         mujoco.mj_step(model, data, nstep=frame_skip)
+        mujoco.mj_rnePostConstraint(model, data)
         steps_with_contact += data.ncon > 0
+        largest_force = max(largest_force, float(np.abs(data.cfrc_ext).max()))
         for key in worst:
             error = float(np.abs(np.asarray(getattr(dx, key)) - getattr(data, key)).max())
             worst[key] = max(worst[key], error)
     env.close()
-    return {**worst, "steps with contacts": steps_with_contact}
+    return {**worst, "max |cfrc_ext|": largest_force, "steps with contacts": steps_with_contact}
 
 
 def cmd_parity(args: argparse.Namespace) -> None:
@@ -136,11 +148,15 @@ def cmd_parity(args: argparse.Namespace) -> None:
     precision = "float64" if args.x64 else "float32"
     rows = []
     for family in args.families:
-        errors = physics_parity(PARITY_FAMILIES[family], args.steps, args.seed)
-        rows.append({"family": family, "mjx precision": precision, **errors})
+        for physics in args.physics:
+            errors = physics_parity(PARITY_FAMILIES[family], args.steps, args.seed, physics)
+            rows.append(
+                {"family": family, "physics": physics, "mjx precision": precision, **errors}
+            )
     shown = [{k: f"{v:.1e}" if isinstance(v, float) else v for k, v in r.items()} for r in rows]
     print(f"max error of one MJX env step from {args.steps} states of a C MuJoCo trajectory")
     print(table(shown, list(shown[0])))
+    print("physics: " + "; ".join(f"{k} = {v}" for k, v in PHYSICS.items()))
     write(args.out, f"mjx_parity_{precision}", {"rows": rows, "args": jsonable(args)})
 
 
@@ -150,6 +166,7 @@ def register(sub: Any) -> None:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--x64", action="store_true", help="MJX in float64 (jax_enable_x64)")
+    p.add_argument("--physics", nargs="+", default=list(PHYSICS), choices=PHYSICS)
     p.set_defaults(fn=cmd_parity)
 
     p = sub.add_parser("mjx", help="env steps/s: MJX sampler on a device vs batched MuJoCo on CPU")

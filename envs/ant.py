@@ -125,7 +125,7 @@ class AntVelEnv(GoalVelocityTasks, AntTaskEnv):
 
     def task_reward(self, x_velocity: Any, qpos: np.ndarray, task: dict[str, Any]) -> TaskReward:
         velocity = task["velocity"]
-        return -np.abs(x_velocity - velocity) + self.forward_reward_offset, {"velocity": velocity}
+        return -abs(x_velocity - velocity) + self.forward_reward_offset, {"velocity": velocity}
 
 
 class AntDirEnv(DirectionTasks, AntTaskEnv):
@@ -215,5 +215,5 @@ class AntGoalEnv(GoalPositionTasks, AntTaskEnv):
         self._init_goal_tasks(goal_low, goal_high)
 
     def task_reward(self, x_velocity: Any, qpos: np.ndarray, task: dict[str, Any]) -> TaskReward:
-        distance = np.abs(qpos[..., :2] - task["goal"]).sum(axis=-1)
+        distance = abs(qpos[..., :2] - task["goal"]).sum(axis=-1)
         return -distance + self.goal_reward_offset, {"distance": distance}

@@ -15,8 +15,9 @@ written with numpy operations that work elementwise: the Gymnasium env calls it 
 (`train.sampler: mujoco`) with arrays (`x_velocity` of shape `(n,)`, `qpos` `(n, nq)`, each
 task entry stacked over the `n` sub-envs). Write it so both give the same numbers (index
 `qpos[..., i]`, reduce over `axis=-1`), and any family on these bases runs batched as well.
-A HalfCheetah `task_reward` written with Python operators only (`abs`, `*`, `-`, no `np.`
-call) also runs on JAX arrays inside `train.sampler: mjx`'s compiled step.
+A `task_reward` written with Python operators and array methods only (`abs`, `*`, `-`,
+`.sum(axis=-1)`, no `np.` call) also runs on torch tensors, on any device, in
+`train.sampler: mjx` (`meta_rl.samplers.mjx`).
 """
 
 from __future__ import annotations

@@ -172,13 +172,13 @@ def _build_mjx_sampler(args: tuple, kwargs: dict[str, Any]) -> Sampler:
     from meta_rl.samplers.torch_native import TorchSampler
 
     try:
-        from meta_rl.samplers.mjx import MJXHalfCheetah
+        from meta_rl.samplers.mjx import mjx_batched_env
     except ImportError as exc:
         raise ConfigError(
             f"train.sampler: mjx needs the mjx extra (pip install 'meta-rl[mjx]'): {exc}"
         ) from None
     try:
-        return TorchSampler(*args, batched=MJXHalfCheetah, **kwargs)
+        return TorchSampler(*args, batched=mjx_batched_env, **kwargs)
     except ValueError as exc:
         raise ConfigError(f"train.sampler: {exc}") from None
 

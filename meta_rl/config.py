@@ -110,7 +110,7 @@ class TrainConfig:
     sampler: Sampler = "vector"
     """sampler backend: vector (in-process) | process (worker per core) | torch (tensor envs) |
     mujoco (HalfCheetah/Ant families stepped batched, same episodes as vector) | mjx
-    (HalfCheetah families on MuJoCo XLA, the whole loop on train.device; extra meta-rl[mjx]) |
+    (HalfCheetah/Ant families on MuJoCo XLA, the whole loop on train.device; extra meta-rl[mjx]) |
     ray (actors on a Ray cluster or a private local Ray, same episodes as process; extra
     meta-rl[ray])"""
     num_workers: Annotated[Int, Field(ge=1)] | None = None

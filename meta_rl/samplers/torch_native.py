@@ -154,7 +154,7 @@ class TorchSampler(Sampler):
     Draws from its numpy generator in the same order as ``VectorSampler`` (tasks, reset seeds,
     the policy's torch seed), so on Navigation2D both give the same episodes for the same
     seed. ``batched`` builds the family's tensor twin (``batched_env``; ``train.sampler: mjx``
-    hands ``meta_rl.samplers.mjx.MJXHalfCheetah``). Runs every step of the horizon (no host
+    hands ``meta_rl.samplers.mjx.mjx_batched_env``). Runs every step of the horizon (no host
     sync to test whether all episodes ended); finished episodes are masked, their later
     observations zero as in ``VectorSampler``.
     """
