@@ -59,6 +59,8 @@ class Budget:
     eval_episodes: int = 20
     ci_configs: bool = False  # start from the *_ci.yaml configs (tiny budget)
     ppo_overrides: dict[str, Any] = field(default_factory=dict)  # PPOBaselineSpec fields
+    # score every method with clipped actions (None: the meta-learner's train.clip_actions)
+    eval_clip_actions: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,13 @@ BENCHMARKS: dict[str, Benchmark] = {
                     eval_episodes=10,
                 ),
                 "long": _MUJOCO_LONG,
+                # the same, trained on raw samples (clip_actions_halfcheetah_dir_long.md: it
+                # learns far better here), every method scored with clipped actions
+                "long_raw": dataclasses.replace(
+                    _MUJOCO_LONG,
+                    overrides=(*_MUJOCO_LONG.overrides, "train.clip_actions=false"),
+                    eval_clip_actions=True,
+                ),
             },
             paper={"maml_trpo": {1: "≈ +300"}, "pretrained": {1: "≈ 0 to 50"}},
         ),
@@ -346,6 +355,7 @@ def run_benchmark(args: argparse.Namespace) -> Path:
             baselines=baselines if i == 0 else (),
             baseline_timesteps=budget.ppo_timesteps,
             baseline_jobs=args.jobs,
+            clip_actions=budget.eval_clip_actions,
         )
         print(f"[{benchmark.name}] {name}: evaluating", file=sys.stderr)
         curves += evaluate_run(
@@ -606,6 +616,12 @@ def write_report(
         + f"; every run with `--set train.seed={args.seed} "
         f"--set train.num_threads={args.threads}`.",
     ]
+    if budget.eval_clip_actions is not None:
+        how = "clipped to the Box" if budget.eval_clip_actions else "raw (unclipped)"
+        lines.append(
+            f"- Every method is scored with its actions {how}, whatever the meta-learner "
+            "trained with (`meta-rl evaluate --clip-actions`)."
+        )
     for name, info in trained.items():
         sets = " ".join(f"--set {o}" for o in info["overrides"])
         lines.append(

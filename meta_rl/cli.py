@@ -150,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="train the SB3 baselines N at a time, one process and one torch thread each",
     )
+    evaluate.add_argument(
+        "--clip-actions",
+        choices=("on", "off"),
+        help="score every method with actions clipped to the Box (on) or raw (off); "
+        "default: the run's train.clip_actions",
+    )
     evaluate.add_argument("--out", type=Path, help="output directory (default: RUN_DIR/eval)")
     evaluate.add_argument("--threads", type=int, metavar="N", help="torch threads")
     evaluate.set_defaults(handler=_evaluate)
@@ -278,6 +284,7 @@ def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
                 baselines=tuple(dict.fromkeys(args.baselines)),
                 baseline_timesteps=args.baseline_timesteps,
                 baseline_jobs=args.baseline_jobs,
+                clip_actions=None if args.clip_actions is None else args.clip_actions == "on",
             )
         except ValidationError as exc:  # the field's flag, e.g. later_factor: --later-step-factor
             message = validation_message(exc, EvalSettings)

@@ -211,6 +211,9 @@ class EvalSettings:
     earlier once its learning curve is flat); None: the meta-learner's own training env steps"""
     baseline_jobs: Annotated[Int, Field(ge=1)] = 1
     """SB3 baselines trained side by side, one process with one torch thread each"""
+    clip_actions: Bool | None = None
+    """clip every method's actions to the Box while evaluating; None: the run's
+    train.clip_actions. Scores runs trained either way by the torque the actuators apply"""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -300,6 +300,9 @@ def evaluate_run(
     out = Path(out_dir) if out_dir is not None else run_dir / EVAL_DIR
     say = progress or (lambda message: None)
     config, policy_state = load_run(run_dir)
+    if settings.clip_actions is not None:  # how every method is scored, not how it trained
+        train = dataclasses.replace(config.train, clip_actions=settings.clip_actions)
+        config = dataclasses.replace(config, train=train)
     seed = config.train.seed if settings.seed is None else settings.seed
     alpha = config.algo.inner_lr if settings.step_size is None else settings.step_size
     sizes = step_sizes(alpha, settings.steps, settings.later_factor)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -49,7 +50,7 @@ def write_skipped_run(run_dir: Path, config) -> Path:
     """A run dir whose 'meta-training' was skipped: the checkpoint holds the seeded init."""
     run_dir.mkdir()
     save_config(config, run_dir / "config.yaml")
-    sampler = VectorSampler(NAV, 1, 1, seed=0, max_episode_steps=8)
+    sampler = VectorSampler(config.env.id, 1, 1, seed=0, max_episode_steps=8)
     policy = build_policy(config, sampler, config.train.seed)
     sampler.close()
     save_checkpoint(
@@ -250,3 +251,31 @@ def test_reptile_run_also_gets_a_curve_with_its_own_inner_loop(tmp_path):
     assert own.task_returns[0] == pg.task_returns[0]
     assert own.task_returns[1] != pg.task_returns[1]  # Adam steps, not vanilla PG steps
     assert own.env_steps == 3 * 3 * 2 * 8
+
+
+def test_clip_actions_of_the_evaluation_overrides_the_runs_own(tmp_path):
+    """--clip-actions scores a run trained on raw samples as one trained with clipping is
+    scored: the same numbers as evaluating it under train.clip_actions true."""
+    raw = config_from_dict(  # a family whose reward charges the action: clipping shows
+        {
+            "env": {"id": "MetaRL/HalfCheetahVel-v0", "max_episode_steps": 5},
+            "policy": {"hidden_sizes": [8]},
+            "train": {"meta_batch_size": 2, "episodes_per_task": 2, "clip_actions": False},
+        }
+    )
+    clipped = dataclasses.replace(raw, train=dataclasses.replace(raw.train, clip_actions=True))
+    runs = {
+        name: write_skipped_run(tmp_path / name, c) for name, c in (("raw", raw), ("clip", clipped))
+    }
+    settings = EvalSettings(tasks=2, steps=1, episodes=2)
+
+    def returns(run, **kw):
+        (curve,) = evaluate_run(
+            runs[run], dataclasses.replace(settings, **kw), out_dir=tmp_path / "o"
+        )
+        return curve.task_returns
+
+    assert returns("raw", clip_actions=True) == returns("clip")
+    assert returns("clip", clip_actions=False) == returns("raw")
+    assert returns("raw") != returns("clip")
+    assert main(["evaluate", str(runs["raw"]), "--tasks", "2", "--clip-actions", "on"]) == 0
