@@ -135,10 +135,16 @@ def test_a_meta_learner_that_beats_the_oracle_is_flagged_in_the_report(tmp_path)
         ["--benchmark", "navigation2d", "--budget", "tiny", "--results-dir", str(tmp_path)]
     )
     args.seed = 1
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "progress.csv").write_text(
+        "iteration,env_steps,return_pre_adapt,return_post_adapt\n0,100,-40.0,-15.0\n"
+    )
     trained = {
         "maml_trpo": {
             "config": "c.yaml",
             "overrides": (),
+            "run_dir": run,
             "iterations": 1,
             "train_env_steps": 100,
             "train_wall_s": 1.0,
