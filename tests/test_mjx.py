@@ -138,15 +138,20 @@ def test_ant_is_c_mujoco_in_float64() -> None:
     assert np.abs(xy[:-1] - ref["xy"][1:]).max() < FLOAT64_TOLERANCE
 
 
-def test_returns_match_vector_sampler_in_distribution() -> None:
+@pytest.mark.parametrize(
+    ("env_id", "seed", "batched_class"),
+    [("MetaRL/HalfCheetahDir-v0", 5, MJXHalfCheetah), ("MetaRL/AntDir-v0", 6, MJXAnt)],
+    ids=["cheetah", "ant"],
+)
+def test_returns_match_vector_sampler_in_distribution(env_id, seed, batched_class) -> None:
     """Same policy and tasks: per-task mean returns agree with C MuJoCo's within 4 SE.
 
     Reset noise comes from torch's generator here and from each env's numpy one there, so
     only the distributions can agree; 50 episodes per task, horizon 20.
     """
-    kwargs = {"seed": 5, "max_episode_steps": 20}
-    env_id = "MetaRL/HalfCheetahDir-v0"
-    mjx_sampler = TorchSampler(env_id, 2, 50, batched=MJXHalfCheetah, **kwargs)
+    kwargs = {"seed": seed, "max_episode_steps": 20}
+    mjx_sampler = TorchSampler(env_id, 2, 50, batched=mjx_module.mjx_batched_env, **kwargs)
+    assert isinstance(mjx_sampler.batched, batched_class)
     vector = VectorSampler(env_id, 2, 50, **kwargs)
     policy = make_policy(vector.observation_space, vector.action_space, (16,), "tanh")
     policy.reset_parameters(torch.Generator().manual_seed(0))
@@ -163,43 +168,13 @@ def test_returns_match_vector_sampler_in_distribution() -> None:
         assert abs(a.mean() - b.mean()) < 4 * se, (task, a.mean(), b.mean(), se)
 
 
-def test_maml_trains_on_mjx(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "config_name", ["maml_halfcheetah_dir_ci.yaml", "maml_ant_vel_ci.yaml"], ids=["cheetah", "ant"]
+)
+def test_maml_trains_on_mjx(tmp_path: Path, config_name: str) -> None:
     # 2 tasks x 50 episodes: the batch size of the tests above, so no new compilation
     overrides = ["train.sampler=mjx", "train.episodes_per_task=50", "train.iterations=1"]
-    config = load_config(CONFIGS / "maml_halfcheetah_dir_ci.yaml", overrides)
-    run_dir = train(config, run_dir=tmp_path / "run")
-    with (run_dir / "progress.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == config.train.iterations
-    assert all(math.isfinite(float(row[key])) for row in rows for key in row if row[key])
-
-
-def test_ant_returns_match_vector_sampler_in_distribution() -> None:
-    """The Ant on MJX, same policy and tasks: per-task mean returns as C MuJoCo's within 4 SE."""
-    kwargs = {"seed": 6, "max_episode_steps": 20}
-    env_id = "MetaRL/AntDir-v0"
-    mjx_ant = TorchSampler(env_id, 2, 50, batched=mjx_module.mjx_batched_env, **kwargs)
-    assert isinstance(mjx_ant.batched, MJXAnt)
-    vector = VectorSampler(env_id, 2, 50, **kwargs)
-    policy = make_policy(vector.observation_space, vector.action_space, (16,), "tanh")
-    policy.reset_parameters(torch.Generator().manual_seed(0))
-    params = expand_to_tasks({k: v.detach() for k, v in policy_params(policy).items()}, 2)
-    tasks = [{"direction": 1.0}, {"direction": -1.0}]
-    returns = {}
-    for name, sampler in (("mjx", mjx_ant), ("vector", vector)):
-        episodes = sampler.sample(policy, params, tasks)
-        returns[name] = (episodes.rewards * episodes.mask).sum(0).double()  # [tasks, episodes]
-        sampler.close()
-    for task in range(2):
-        a, b = returns["mjx"][task], returns["vector"][task]
-        se = math.sqrt(a.var() / len(a) + b.var() / len(b))
-        assert abs(a.mean() - b.mean()) < 4 * se, (task, a.mean(), b.mean(), se)
-
-
-def test_maml_trains_the_ant_on_mjx(tmp_path: Path) -> None:
-    # 2 tasks x 50 episodes: the Ant batch size of the tests above, so no new compilation
-    overrides = ["train.sampler=mjx", "train.episodes_per_task=50", "train.iterations=1"]
-    config = load_config(CONFIGS / "maml_ant_vel_ci.yaml", overrides)
+    config = load_config(CONFIGS / config_name, overrides)
     run_dir = train(config, run_dir=tmp_path / "run")
     with (run_dir / "progress.csv").open() as f:
         rows = list(csv.DictReader(f))
