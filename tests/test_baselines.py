@@ -192,6 +192,12 @@ def test_the_oracle_stops_when_its_learning_curve_is_flat(scores, flat):
     assert FlatStop(every=1).flat(scores) is flat
 
 
+def test_the_oracle_trains_half_its_cap_before_it_may_stop():
+    plateau = [1.2, 3.5, 6.1, 1.7, 4.9, 0.9]  # AntDir's oracle curve, which stopped at 123 k
+    assert FlatStop(every=1).flat(plateau, trained_fraction=1.0)
+    assert not FlatStop(every=1).flat(plateau, trained_fraction=0.12)
+
+
 def test_normalized_baselines_act_on_the_frozen_statistics(tmp_path):
     spec = tiny_spec(oracle=False, normalize=True, total_timesteps=64)
     actor, _ = load_or_train_ppo_baseline(spec, tmp_path / "p.zip")
