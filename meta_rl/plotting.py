@@ -86,13 +86,15 @@ def plot_learning_curves(
     series: Sequence[tuple[str, Sequence[float], Sequence[float]]],
     out: str | Path,
     title: str = "",
+    ylabel: str = "mean return of training episodes",
 ) -> Path:
-    """One line per (label, env steps, training return); written as a PNG to ``out``.
+    """One line per (label, env steps, training return, or the ``ylabel`` metric); written as
+    a PNG to ``out``.
 
     Methods with very different budgets share the axis, so env steps are on a log scale."""
     out = Path(out)
     labels = [label for label, _, _ in series]
-    xlabel, ylabel = "env steps of training", "mean return of training episodes"
+    xlabel = "env steps of training"
     with _figure(labels, out, title, xlabel, ylabel) as ax:
         for label, steps, returns in series:
             ax.plot(steps, returns, label=label, linewidth=1.2)

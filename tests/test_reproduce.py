@@ -244,3 +244,29 @@ def test_the_verdict_is_computed_from_intervals_env_steps_and_the_oracle():
     below_best = result((10, 2), (5, 2), (50, 1))
     below_best.returns["pretrained"][0] = (20.0, 2.0)
     assert summary.verdict(below_best).endswith("MAML below pretrained")
+
+
+def test_reproduce_ml10_tiny_reports_success_on_training_and_held_out_tasks(tmp_path):
+    pytest.importorskip("metaworld")
+    script = load_script()
+    args = ["--benchmark", "metaworld_ml10", "--budget", "tiny"]
+    args += ["--work-dir", str(tmp_path / "work"), "--results-dir", str(tmp_path / "results")]
+    assert script.main(args) == 0
+    markdown = (tmp_path / "results" / "metaworld_ml10_tiny.md").read_text()
+    # no oracle: ML10's held-out classes are skills no observation could reveal
+    assert list(table_rows(markdown.split("Success rate")[0])) == [
+        "maml_trpo",
+        "random",
+        "pretrained",
+        "reptile",
+        "reptile (own inner loop)",
+    ]
+    for method in ("maml_trpo", "reptile"):
+        rows = script._progress({"run_dir": tmp_path / "work" / "metaworld_ml10_tiny" / method})
+        mean = sum(float(r["success_post_adapt"]) for r in rows) / len(rows)
+        assert f"- {method}, after adaptation: {mean:.1%}" in markdown
+    assert "Published (not measured here): MAML-TRPO meta-test success on ML10 31.6-36 %" in (
+        markdown
+    )
+    with Image.open(tmp_path / "results" / "metaworld_ml10_tiny_success.png") as image:
+        assert image.format == "PNG"
