@@ -13,8 +13,10 @@ run, the load average is recorded beside them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing as mp
 import time
+from collections.abc import Sequence
 from typing import Any
 
 FAMILIES = {"cheetah": "MetaRL/HalfCheetahVel-v0", "ant": "MetaRL/AntVel-v0"}
@@ -68,29 +70,42 @@ def throughput(
     return sum(r[0] for r in results) / max(r[1] for r in results)
 
 
-def _time_calls(owner: Any, name: str, totals: dict[str, float], key: str) -> None:
-    """Wrap ``owner.name`` so that its wall time adds up in ``totals[key]``."""
-    original = getattr(owner, name)
+@contextlib.contextmanager
+def _timed_calls(patches: Sequence[tuple[Any, str, str]], totals: dict[str, float]):
+    """Within the block, each ``(owner, name, key)``: ``owner.name``'s wall time adds up in
+    ``totals[key]``; the originals are put back afterwards."""
+    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
 
-    def wrapper(*a: Any, **k: Any) -> Any:
-        t = time.perf_counter()
-        try:
-            return original(*a, **k)
-        finally:
-            totals[key] = totals.get(key, 0.0) + time.perf_counter() - t
+    def timed(original: Any, key: str) -> Any:
+        def wrapper(*a: Any, **k: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return original(*a, **k)
+            finally:
+                totals[key] = totals.get(key, 0.0) + time.perf_counter() - t
 
-    setattr(owner, name, wrapper)
+        return wrapper
+
+    try:
+        for (owner, name, original), (_, _, key) in zip(originals, patches, strict=True):
+            setattr(owner, name, timed(original, key))
+        yield
+    finally:
+        for owner, name, original in originals:
+            setattr(owner, name, original)
 
 
 def sampling_split(env_id: str, tasks: int, episodes: int, repeats: int) -> dict[str, float]:
     """Where one in-process ``MuJoCoSampler.sample`` spends its time (port network, seconds),
     with the physics on one thread so that the parts add up to the wall time.
 
-    ``physics``: the MuJoCo C calls and per-sub-env copies (``MuJoCoBatch._physics``);
-    ``batch_numpy``: the rest of ``MuJoCoBatch.step`` (observations, rewards, flags) and the
-    resets; ``policy_and_rollout``: everything else (policy, action draws, episode arrays).
+    ``mj_step``: MuJoCo's step (``frame_skip`` substeps); ``post_constraint``:
+    ``mj_rnePostConstraint``, which only the Ant's contact cost needs; ``physics_copies``: the
+    rest of ``MuJoCoBatch._physics`` (per-sub-env state copies); ``batch_numpy``: the rest of
+    ``MuJoCoBatch.step`` (observations, rewards, flags) and the resets;
+    ``policy_and_rollout``: everything else (policy, action draws, episode arrays).
     """
-    import torch
+    import mujoco
 
     from benchmarks.common import NETS
     from meta_rl.agents.policies import make_policy
@@ -103,25 +118,33 @@ def sampling_split(env_id: str, tasks: int, episodes: int, repeats: int) -> dict
     params = expand_to_tasks({k: v.detach() for k, v in policy_params(policy).items()}, tasks)
     task_list = sampler.sample_tasks()
     totals: dict[str, float] = {}
-    for name, key in (("_physics", "physics"), ("step", "step"), ("reset", "reset")):
-        _time_calls(sampler.envs, name, totals, key)
-    sampler.sample(policy, params, task_list)  # warm-up
+    patches = [
+        (sampler.envs, "_physics", "physics"),
+        (sampler.envs, "step", "step"),
+        (sampler.envs, "reset", "reset"),
+        (mujoco, "mj_step", "mj_step"),
+        (mujoco, "mj_rnePostConstraint", "post_constraint"),
+    ]
     best: dict[str, float] = {}
-    for _ in range(repeats):
-        totals.clear()
-        t = time.perf_counter()
-        sampler.sample(policy, params, task_list)
-        total = time.perf_counter() - t
-        split = {
-            "total": total,
-            "physics": totals["physics"],
-            "batch_numpy": totals["step"] - totals["physics"] + totals["reset"],
-            "policy_and_rollout": total - totals["step"] - totals["reset"],
-        }
-        if not best or total < best["total"]:
-            best = split
+    with _timed_calls(patches, totals):
+        sampler.sample(policy, params, task_list)  # warm-up
+        for _ in range(repeats):
+            totals.clear()
+            t = time.perf_counter()
+            sampler.sample(policy, params, task_list)
+            total = time.perf_counter() - t
+            step, post = totals["mj_step"], totals.get("post_constraint", 0.0)
+            split = {
+                "total": total,
+                "mj_step": step,
+                "post_constraint": post,
+                "physics_copies": totals["physics"] - step - post,
+                "batch_numpy": totals["step"] - totals["physics"] + totals["reset"],
+                "policy_and_rollout": total - totals["step"] - totals["reset"],
+            }
+            if not best or total < best["total"]:
+                best = split
     sampler.close()
-    del torch
     return best
 
 
@@ -155,12 +178,14 @@ def cmd_mujoco(args: argparse.Namespace) -> None:
                 print(table(rows[-1:], list(rows[-1])), flush=True)
     print(f"\nenv steps/s, {args.envs} sub-envs in all, horizon {HORIZON}, {cores} cores")
     print(table(rows, list(rows[0])))
-    split = sampling_split(FAMILIES["cheetah"], 40, 20, repeats=3)
-    shares = {k: f"{v:.3f} s ({v / split['total']:.0%})" for k, v in split.items()}
-    print(f"\nin-process mujoco sampler, 1 thread, cheetah 40 x 20 x {HORIZON}, best of 3:")
-    print("  ".join(f"{k} {v}" for k, v in shares.items()), f" load {load():.2f}")
+    splits = {}
+    for family in args.families:
+        split = splits[family] = sampling_split(FAMILIES[family], 40, 20, repeats=3)
+        shares = {k: f"{v:.3f} s ({v / split['total']:.0%})" for k, v in split.items()}
+        print(f"\nin-process mujoco sampler, 1 thread, {family} 40 x 20 x {HORIZON}, best of 3:")
+        print("  ".join(f"{k} {v}" for k, v in shares.items()), f" load {load():.2f}")
     settings = {k: str(v) for k, v in vars(args).items() if k != "fn"}
-    payload = {"rows": rows, "split": split, "cores": cores, "args": settings}
+    payload = {"rows": rows, "splits": splits, "cores": cores, "args": settings}
     write(args.out, "mujoco_steps", payload)
 
 
