@@ -16,6 +16,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -108,24 +109,28 @@ def best_step(values: list[tuple[float, float]]) -> int:
 def verdict(result: Result) -> str:
     """The paper's claim, checked on this table: MAML-TRPO after one step clearly above the
     pretrained baseline's best step (95 % intervals apart), and an oracle above both as the
-    upper bound."""
+    upper bound. On a family that reports success (Meta-World) the success rate is compared,
+    the benchmark's own currency; else the return."""
     if "pretrained" not in result.returns:
         return "no pretrained baseline"
-    maml = result.returns["maml_trpo"][1]
-    pre = result.returns["pretrained"][best_step(result.returns["pretrained"])]
+    by_success = bool(result.success.get("maml_trpo")) and "pretrained" in result.success
+    values = result.success if by_success else result.returns
+    metric = " (success rate)" if by_success else ""
+    maml = values["maml_trpo"][1]
+    pre = values["pretrained"][best_step(values["pretrained"])]
     if not result.fair_baselines:
         return "not checked: earlier baselines (a fixed, small PPO budget)"
     if maml[0] - maml[1] > pre[0] + pre[1]:
-        said = "reproduced: MAML above pretrained"
+        said = f"reproduced{metric}: MAML above pretrained"
         if _steps(result.env_steps["pretrained"]) < 0.99 * _steps(result.env_steps["maml_trpo"]):
             said += " (pretrained at fewer env steps)"
-        if "oracle" in result.returns:
-            best = max(mean for mean, _ in result.returns["oracle"])
+        if "oracle" in values:
+            best = max(mean for mean, _ in values["oracle"])
             said += ", oracle above both" if best > maml[0] else ", but the oracle is below MAML"
         return said
     if maml[0] + maml[1] < pre[0] - pre[1]:
-        return "not at this budget: MAML below pretrained"
-    return "not at this budget: MAML and pretrained overlap"
+        return f"not at this budget{metric}: MAML below pretrained"
+    return f"not at this budget{metric}: MAML and pretrained overlap"
 
 
 def _cell(values: list[tuple[float, float]], steps: tuple[int, ...], percent: bool = False) -> str:
@@ -144,7 +149,7 @@ def _seeds_note(result: Result) -> str:
     return f"; {cell.split('(n=')[1].rstrip(')')} seeds: {cell.split(' (')[0]} (sd)"
 
 
-def table(results: list[Result], paper: dict[str, dict[str, dict[int, str]]]) -> str:
+def table(results: list[Result], benchmarks: dict[str, Any]) -> str:
     """The README table: one row per generated result, best budget last per benchmark."""
     head = (
         "| benchmark | budget | MAML-TRPO step 0 -> 1 -> 3 | pretrained step 1, best step | "
@@ -177,12 +182,13 @@ def table(results: list[Result], paper: dict[str, dict[str, dict[int, str]]]) ->
         else:
             flat = "flat" if r.oracle_flat else "cap, not flat"
             oracle_cell = f"{oracle[0][0]:+.1f} / {oracle[1][0]:+.1f} ({flat})"
-        said = paper.get(r.benchmark, {})
+        benchmark = benchmarks.get(r.benchmark)
+        said = benchmark.paper if benchmark else {}
         paper_cell = ", ".join(
             f"{m.replace('_trpo', '').replace('maml', 'MAML')} {v[1]}"
             for m, v in said.items()
             if 1 in v
-        )
+        ) or (benchmark.published if benchmark else "")
         lines.append(
             f"| {r.benchmark} | {budget} | {cell} | {pre_cell} | {oracle_cell} | "
             f"{paper_cell or '-'} | {ANIL.get(r.benchmark, '-')} | {verdict(r)} |"
@@ -205,19 +211,20 @@ def collect() -> list[Result]:
     return sorted(results, key=key)
 
 
-def _paper_values() -> dict[str, dict[str, dict[int, str]]]:
+def _benchmarks() -> dict[str, Any]:
+    """``reproduce.BENCHMARKS``: the paper's values and published figures of each."""
     path = Path(__file__).parent / "reproduce.py"
     spec = importlib.util.spec_from_file_location("experiments_reproduce", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault("experiments_reproduce", module)
     spec.loader.exec_module(module)
-    return {name: b.paper for name, b in module.BENCHMARKS.items()}
+    return module.BENCHMARKS
 
 
 def render(readme: str) -> str:
     """``readme`` with the text between the markers replaced by the current table."""
     start, end = readme.index(BEGIN) + len(BEGIN), readme.index(END)
-    return readme[:start] + "\n" + table(collect(), _paper_values()) + "\n" + readme[end:]
+    return readme[:start] + "\n" + table(collect(), _benchmarks()) + "\n" + readme[end:]
 
 
 def main(argv: list[str] | None = None) -> int:
