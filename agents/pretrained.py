@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -217,27 +218,33 @@ class FlatStop:
     """When the oracle's learning curve has flattened (its stopping criterion).
 
     Training is cut into chunks of ``every`` env steps; a chunk's score is the mean return of
-    the training episodes that ended in it (raw rewards, before any normalisation). With
-    ``best_k`` the best score up to chunk ``k``, training stops after chunk ``k`` once the last
-    ``patience`` chunks raised the best by less than ``tolerance`` of the whole improvement so
-    far: ``best_k - best_{k-patience} < tolerance * (best_k - score_0)``, and never before
-    ``min_fraction`` of the cap (the spec's ``total_timesteps``): PPO on the Ant sits on an early,
-    noisy plateau that the plain test took for the end of learning. A run that reaches the cap
-    without flattening says so.
+    the training episodes that ended in it (raw rewards, before any normalisation). With a
+    window of the last quarter of the chunks so far (``window_fraction``, at least
+    ``patience`` chunks), training stops once the median score of the last window rose above
+    the median of the window before it by less than ``tolerance`` of the whole gain (that last
+    median minus the first chunk's score), and never before ``min_fraction`` of the cap (the
+    spec's ``total_timesteps``). Medians over a window that grows with training, not the best
+    single chunk: PPO's chunk scores are noisy (one lucky chunk followed by three ordinary
+    ones stopped a Meta-World push oracle that was still rising fast), and the Ant sits on an
+    early plateau before it learns. A curve that never rose trains on to the cap; a run that
+    reaches the cap without flattening says so.
     """
 
     every: int = 20_000
     patience: int = 3
     tolerance: float = 0.05
     min_fraction: float = 0.5
+    window_fraction: float = 0.25
 
     def flat(self, scores: list[float], trained_fraction: float = 1.0) -> bool:
         """Whether the curve ``scores`` is flat after ``trained_fraction`` of the cap."""
-        if len(scores) <= self.patience or trained_fraction < self.min_fraction:
+        window = max(self.patience, math.ceil(len(scores) * self.window_fraction))
+        if len(scores) < 2 * window or trained_fraction < self.min_fraction:
             return False
-        best = np.maximum.accumulate(scores)
-        gained = best[-1] - best[-1 - self.patience]
-        return bool(gained < self.tolerance * (best[-1] - scores[0]))
+        last = float(np.median(scores[-window:]))
+        before = float(np.median(scores[-2 * window : -window]))
+        gained = last - scores[0]
+        return bool(gained > 0 and last - before < self.tolerance * gained)
 
 
 def curve_chunk(total_timesteps: int) -> int:

@@ -484,9 +484,9 @@ def baseline_lines(curves: Sequence[Any], budget: Budget, meta_steps: int, jobs:
         what = {
             "pretrained": f"a new random task every episode, {matched}, then the same inner steps",
             "oracle": "observes the task; trained until its learning curve is flat "
-            "(`meta_rl.agents.pretrained.FlatStop`: the last 3 chunks of training episodes "
-            "raised the best chunk mean by < 5 % of the whole gain, after half its cap at "
-            f"least), capped at {_fmt_steps(steps)} env steps",
+            "(`meta_rl.agents.pretrained.FlatStop`: the median chunk score of the last quarter "
+            "of training rose by < 5 % of the whole gain over the quarter before, after half "
+            f"its cap at least), capped at {_fmt_steps(steps)} env steps",
         }[curve.method]
         stopped = {"flat": "flattened", "cap": "cap reached, NOT flat", "budget": "budget"}
         lines.append(
