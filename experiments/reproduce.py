@@ -435,7 +435,8 @@ def _fmt_seconds(s: float) -> str:
 
 def oracle_warnings(curves: Sequence[Any]) -> list[str]:
     """Why this table's oracle is not an upper bound, if it is not: a meta-learner that beats
-    it after adaptation (the oracle is undertrained), or an oracle stopped by its cap."""
+    it after adaptation, or the pretrained baseline (which does not see the task) at any step
+    (the oracle is undertrained), or an oracle stopped by its cap."""
     oracle = next((c for c in curves if c.method == "oracle"), None)
     if oracle is None:
         return []
@@ -443,17 +444,19 @@ def oracle_warnings(curves: Sequence[Any]) -> list[str]:
     steps = int(oracle.info.get("train_env_steps", 0))
     warnings = []
     for curve in curves:
-        if curve.method in BASELINES:
+        if curve.method in ("random", "oracle"):
             continue
-        beaten = [(k, m) for k, (m, _) in enumerate(curve.mean_ci()) if k >= 1 and m > best]
+        first = 0 if curve.method == "pretrained" else 1
+        means = enumerate(curve.mean_ci())
+        beaten = [(k, m) for k, (m, _) in means if k >= first and m > best]
         if beaten:
             k, mean = beaten[0]
             warnings.append(
-                f"{curve.method} after {k} step{'s' if k > 1 else ''} ({mean:.1f}) beats the "
+                f"{curve.method} after {k} step{'' if k == 1 else 's'} ({mean:.1f}) beats the "
                 f"oracle (its best: {best:.1f}, trained for {_fmt_steps(steps)} env steps, "
                 f"stopped by: {oracle.info.get('stopped', '?')}). An oracle that observes the "
-                "task should not lose to adaptation: it is undertrained, and this table has "
-                "no upper bound."
+                "task should lose neither to adaptation nor to a policy that does not see the "
+                "task: it is undertrained, and this table has no upper bound."
             )
     if oracle.info.get("stopped") == "cap":
         warnings.append(

@@ -127,6 +127,11 @@ def test_a_meta_learner_that_beats_the_oracle_is_flagged_in_the_report(tmp_path)
     warnings = script.oracle_warnings([*beaten, oracle])
     assert len(warnings) == 1  # random's own return never counts: it is not adapted by MAML
     assert warnings[0].startswith("maml_trpo after 2 steps (-9.0) beats the oracle (its best: -9.5")
+    # the pretrained baseline does not see the task either: beating the oracle at step 0 counts
+    pretrained = _curve("pretrained", [-7.0, -12.0, -12.0, -12.0])
+    assert script.oracle_warnings([pretrained, oracle])[0].startswith(
+        "pretrained after 0 steps (-7.0) beats the oracle"
+    )
     capped = _curve("oracle", [-10.0] * 4, stopped="cap", train_env_steps=5000)
     assert "reached its cap of 5.0 k env steps" in script.oracle_warnings([capped])[0]
 
