@@ -7,7 +7,8 @@ dict naming a task of a Meta-World benchmark object: ``{"benchmark": "ML10", "en
 resolved against the benchmark object, built once per process and cached (``benchmark``).
 The splits come from those objects, not from Meta-World's Gymnasium registration (whose
 ``ML1-train`` uses the test tasks at 3.1.1). ``sample_tasks`` draws from the train split,
-``sample_held_out_tasks`` (what ``meta-rl evaluate`` uses) from the test split.
+``sample_held_out_tasks`` (what ``meta-rl evaluate`` uses) from the test split, both balanced
+over the split's env classes.
 
 ML10 / ML45 mix env classes in one meta-batch. A family env holds one Meta-World env of the
 class its current task needs; the instances live in a per-process pool (``_POOL``), so every
@@ -141,9 +142,20 @@ class MetaWorldFamily(TaskEnv):
         }
 
     def _draw(self, split: str, n: int, rng: np.random.Generator) -> list[Task]:
-        """``n`` tasks of a split, uniformly and without repeats while the split has enough."""
-        size = len(self.classes[split]) * GOALS_PER_CLASS
-        return [self._task_at(split, i) for i in rng.choice(size, size=n, replace=n > size)]
+        """``n`` tasks of a split, balanced over its env classes, as garage's
+        ``MetaWorldTaskSampler`` draws ML10 / ML45 meta-batches: every class gets ``n // k``
+        goals and ``n % k`` classes drawn at random one more, so a meta-batch of 10 on ML10
+        holds each skill once instead of a uniform draw's repeats and gaps. Goals of a class
+        are drawn without repeats while it has enough; tasks come grouped by class."""
+        classes = len(self.classes[split])
+        counts = np.full(classes, n // classes)
+        if n % classes:
+            counts[rng.choice(classes, size=n % classes, replace=False)] += 1
+        return [
+            self._task_at(split, position * GOALS_PER_CLASS + int(goal))
+            for position, count in enumerate(counts)
+            for goal in rng.choice(GOALS_PER_CLASS, size=count, replace=count > GOALS_PER_CLASS)
+        ]
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
         return self._draw("train", n, rng)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import pickle
+from collections import Counter
 from pathlib import Path
 
 import gymnasium as gym
@@ -94,6 +95,27 @@ def test_ml10_ml45_splits_are_the_benchmarks_and_test_classes_never_train(bench)
     assert {t["split"] for t in held_out} == {"test"}
     assert {t["env_name"] for t in held_out} <= set(env.classes["test"])
     assert len({json.dumps(t) for t in env.sample_tasks(20, rng)}) == 20  # no repeats
+
+
+def test_ml10_meta_batches_are_balanced_over_classes_as_garage_draws_them():
+    env = gym.make(ML10).unwrapped
+    rng = np.random.default_rng(3)
+    for n, split, per_class in [(10, "train", {1}), (20, "train", {2}), (10, "test", {2})]:
+        counts = Counter(t["env_name"] for t in env._draw(split, n, rng))
+        assert set(counts) == set(env.classes[split]) and set(counts.values()) == per_class
+    counts = Counter(t["env_name"] for t in env.sample_tasks(15, rng))
+    assert sum(counts.values()) == 15 and sorted(counts.values()) == [1] * 5 + [2] * 5
+    # one task at a time (the pretrained baseline's draw) still reaches every class
+    assert len({env.sample_tasks(1, rng)[0]["env_name"] for _ in range(200)}) == 10
+    # the goals of a class repeat only once its 50 are used up
+    goals = [t["index"] for t in env.sample_tasks(500, rng)]
+    assert sorted(goals) == list(range(500))
+
+
+def test_ml1_draw_is_a_uniform_draw_of_its_50_goals():
+    env = gym.make(ML1_REACH).unwrapped
+    drawn = [t["index"] for t in env.sample_tasks(20, np.random.default_rng(5))]
+    assert drawn == list(np.random.default_rng(5).choice(50, size=20, replace=False))
 
 
 def test_bad_tasks_are_refused_naming_the_key():
