@@ -236,6 +236,14 @@ class FlatStop:
     min_fraction: float = 0.5
     window_fraction: float = 0.25
 
+    def criterion(self) -> str:
+        """The rule in words, for reports (from the fields, so it cannot drift from them)."""
+        return (
+            f"the median chunk score of the last {self.window_fraction:.0%} of training rose by "
+            f"< {self.tolerance:.0%} of the whole gain over the {self.window_fraction:.0%} "
+            f"before, after {self.min_fraction:.0%} of its cap at least"
+        )
+
     def flat(self, scores: list[float], trained_fraction: float = 1.0) -> bool:
         """Whether the curve ``scores`` is flat after ``trained_fraction`` of the cap."""
         window = max(self.patience, math.ceil(len(scores) * self.window_fraction))

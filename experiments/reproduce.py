@@ -480,6 +480,8 @@ def baseline_lines(curves: Sequence[Any], budget: Budget, meta_steps: int, jobs:
             f"the budget's {_fmt_steps(steps)} env steps, FEWER than the meta-learner's "
             f"{_fmt_steps(meta_steps)} (equal steps of SB3 PPO would not fit this machine)"
         )
+    from meta_rl.agents.pretrained import FlatStop  # SB3 is loaded once baselines exist
+
     for curve in curves:
         if curve.method not in ("pretrained", "oracle"):
             continue
@@ -487,9 +489,8 @@ def baseline_lines(curves: Sequence[Any], budget: Budget, meta_steps: int, jobs:
         what = {
             "pretrained": f"a new random task every episode, {matched}, then the same inner steps",
             "oracle": "observes the task; trained until its learning curve is flat "
-            "(`meta_rl.agents.pretrained.FlatStop`: the median chunk score of the last quarter "
-            "of training rose by < 5 % of the whole gain over the quarter before, after half "
-            f"its cap at least), capped at {_fmt_steps(steps)} env steps",
+            f"(`meta_rl.agents.pretrained.FlatStop`: {FlatStop().criterion()}), "
+            f"capped at {_fmt_steps(steps)} env steps",
         }[curve.method]
         stopped = {"flat": "flattened", "cap": "cap reached, NOT flat", "budget": "budget"}
         lines.append(
