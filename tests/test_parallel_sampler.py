@@ -15,7 +15,7 @@ import torch
 
 from meta_rl.agents.policies import make_policy
 from meta_rl.algorithms import closed_form
-from meta_rl.functional import policy_params
+from meta_rl.functional import expand_to_tasks, policy_params
 from meta_rl.samplers import VectorSampler
 from meta_rl.samplers.process import ProcessSampler, SamplerWorkerError
 
@@ -40,8 +40,8 @@ def _per_task_params(policy, num_tasks, seed):
 def test_same_seeds_give_the_same_episodes_as_the_in_process_sampler(
     env_id, num_tasks, workers, task_forward
 ):
-    """Bitwise, also with one task per worker (``shards.as_one_of_two``), for Gaussian and
-    categorical policies (whose rebuilt distributions keep their normalised logits)."""
+    """Bitwise, also with one task per worker, for Gaussian and categorical policies (whose
+    rebuilt distributions keep their normalised logits)."""
     kwargs = {"num_tasks": num_tasks, "episodes_per_task": 3, "seed": 11, "max_episode_steps": 7}
     if task_forward is not None:
         kwargs["task_forward"] = task_forward  # what builders hand every sampler
@@ -61,6 +61,35 @@ def test_same_seeds_give_the_same_episodes_as_the_in_process_sampler(
                 assert torch.equal(x, y), name
         pids = parallel.worker_pids
     assert not any(_alive(pid) for pid in pids)
+
+
+@pytest.mark.parametrize(
+    "task_forward", [None, closed_form.task_forward], ids=["generic", "closed"]
+)
+def test_shards_get_the_bits_of_one_process_where_kernels_round_by_position(task_forward):
+    """A Meta-World-like shape (tanh, 100 units, 10 episodes per task, 2 shards of 5 tasks):
+    a shard's tensors end where the whole batch's do not, so CPU kernels whose scalar tail
+    rounds unlike their vectorised body (the inference tanh's ``exp``, the log-probability's
+    ``log``) would give shard rows other last bits unless the worker keeps the whole batch's
+    layout (``WholeBatch``)."""
+    kwargs = {"num_tasks": 10, "episodes_per_task": 10, "seed": 4, "max_episode_steps": 20}
+    if task_forward is not None:
+        kwargs["task_forward"] = task_forward
+    vector = VectorSampler(NAV, **kwargs)
+    with ProcessSampler(NAV, num_workers=2, **kwargs) as parallel:
+        policy = make_policy(vector.observation_space, vector.action_space, (100, 100), "tanh")
+        policy.reset_parameters(torch.Generator().manual_seed(0))
+        for per_task in (False, True):
+            params = (
+                _per_task_params(policy, 10, 0)
+                if per_task
+                else expand_to_tasks(policy_params(policy), 10)
+            )
+            tasks = vector.sample_tasks()
+            assert parallel.sample_tasks() == tasks
+            a, b = vector.sample(policy, params, tasks), parallel.sample(policy, params, tasks)
+            for name, x in a.tensors().items():
+                assert torch.equal(x, getattr(b, name)), (name, per_task)
 
 
 def test_a_dead_worker_is_a_clear_error_and_stops_the_others():

@@ -21,7 +21,6 @@ from meta_rl.samplers.base import (
     episode_array_specs,
     observation_dim,
     rollout,
-    sample_action,
 )
 from meta_rl.samplers.vector import MuJoCoSampler, VectorSampler
 
@@ -36,5 +35,4 @@ __all__ = [
     "episode_array_specs",
     "observation_dim",
     "rollout",
-    "sample_action",
 ]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -81,8 +82,42 @@ def arrays_to_episodes(
     return Episodes(**{name: to_tensor(array) for name, array in arrays.items()})
 
 
-def sample_action(dist: torch.distributions.Distribution) -> torch.Tensor:
-    return dist.sample()
+@dataclass(frozen=True)
+class WholeBatch:
+    """The meta-batch that ``rollout``'s tasks are rows ``offset:offset + n`` of (a shard's).
+
+    ``rollout`` runs the policy, the action draw and the log-probabilities on the whole
+    batch's shapes and keeps its own rows. Torch's CPU kernels round by position: a
+    vectorised body and a scalar tail disagree in the last bit (``exp``, ``sigmoid``, ...),
+    and the matrix products pick kernels by shape. Only the same layout gives every row the
+    bits it gets when one process samples the whole batch; and torch's samplers consume
+    random numbers by position, so the padded draw gives every row its own number too.
+    ``per_task``: the whole batch's tasks hold parameter sets of their own, so the padding
+    must not make the batch look shared (``shared_params`` takes another kernel).
+    """
+
+    num_tasks: int
+    offset: int = 0
+    per_task: bool = True
+
+    def pad(self, rows: torch.Tensor, fill: torch.Tensor | None = None) -> torch.Tensor:
+        """``rows[n, ...]`` at its place in ``[num_tasks, ...]``, the other rows ``fill``
+        (default: row 0, valid input whatever the family); ``rows`` itself if it is whole."""
+        if len(rows) == self.num_tasks:
+            return rows
+        whole = (rows[:1] if fill is None else fill).expand(self.num_tasks, *rows.shape[1:])
+        whole = whole.clone()
+        whole[self.offset : self.offset + len(rows)] = rows
+        return whole
+
+    def pad_params(self, params: Params) -> Params:
+        """Parameter sets for the whole batch: the padding differs from row 0 when the whole
+        batch's sets do, and equals it when they are shared."""
+        return {k: self.pad(v, v[:1] + 1 if self.per_task else None) for k, v in params.items()}
+
+    def own(self, whole: torch.Tensor, num_tasks: int) -> torch.Tensor:
+        """The rows of ``whole`` that belong to the ``num_tasks`` tasks at ``offset``."""
+        return whole.narrow(0, self.offset, num_tasks)
 
 
 ActionBounds = tuple[np.ndarray, np.ndarray]
@@ -191,7 +226,7 @@ def rollout(
     torch_seed: int,
     *,
     device: torch.device,
-    draw_action: Callable[[torch.distributions.Distribution], torch.Tensor] = sample_action,
+    whole_batch: WholeBatch | None = None,
     stop_when_done: bool = True,
     task_forward: TaskForward = task_distribution,
     clip_to: ActionBounds | None = None,
@@ -204,7 +239,8 @@ def rollout(
     their rows stay masked. Actions come from the global torch RNG seeded with
     ``torch_seed`` inside ``fork_rng`` (distributions offer no generator argument), so a draw
     is a function of the sampler's own seed and the caller's RNG is left untouched.
-    ``draw_action`` lets a worker that holds a shard draw as the whole batch would;
+    ``whole_batch`` says where a shard's tasks sit in the batch they were cut from, so a
+    worker computes their rows as one process sampling that batch would (``WholeBatch``);
     ``task_forward`` runs a non-recurrent policy with per-task parameters (``Sampler``);
     ``clip_to`` (``Sampler.clip_to``) bounds what reaches the envs, the arrays keep the draw.
     Returns the number of steps until every episode had ended.
@@ -212,7 +248,8 @@ def rollout(
     envs = sub_envs if isinstance(sub_envs, EnvBatch) else GymEnvs(sub_envs)
     num_tasks, batch = len(tasks), len(envs)
     episodes_per_task = batch // num_tasks
-    params = shared_as_views(params)  # e.g. a worker's copied shard: compare values once
+    whole = whole_batch or WholeBatch(num_tasks)
+    params = shared_as_views(whole.pad_params(params))  # a copied shard: compare values once
     rows = slice(first_row, first_row + batch)
     space = envs.observation_space
     observations = arrays["observations"]
@@ -224,20 +261,22 @@ def rollout(
 
     active = np.ones(batch, dtype=bool)
     recurrent = is_recurrent(policy)
-    state = policy.initial_state((num_tasks, episodes_per_task)) if recurrent else None
+    state = policy.initial_state((whole.num_tasks, episodes_per_task)) if recurrent else None
     end = horizon
     fork_devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(torch_seed)
         for t in range(horizon):
             obs = torch.from_numpy(observations[t, rows]).to(device)
-            obs = obs.view(num_tasks, episodes_per_task, obs_dim)
+            obs = whole.pad(obs.view(num_tasks, episodes_per_task, obs_dim))
             if recurrent:
                 dist, state = task_step(policy, params, obs, state)
             else:
                 dist = task_forward(policy, params, obs, 0)
-            action = draw_action(dist)
-            arrays["log_probs"][t, rows] = dist.log_prob(action).reshape(batch).cpu().numpy()
+            drawn = dist.sample()
+            log_prob = whole.own(dist.log_prob(drawn), num_tasks)
+            action = whole.own(drawn, num_tasks)
+            arrays["log_probs"][t, rows] = log_prob.reshape(batch).cpu().numpy()
             action_np = action.reshape(batch, *arrays["actions"].shape[2:]).cpu().numpy()
             arrays["actions"][t, rows] = action_np
             if not active.any():

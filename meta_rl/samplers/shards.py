@@ -4,17 +4,15 @@ rollout, the merge of the shards' rows back into one batch, and ``ShardedSampler
 ``ProcessSampler`` (worker processes on this machine) and ``RaySampler`` (Ray actors, possibly
 on other machines) split a meta-batch the same way: worker ``i`` owns the sub-envs of a fixed,
 contiguous run of tasks. Each phase the parent draws the reset seeds and the torch seed exactly
-as ``VectorSampler`` does and hands every shard its slice (``split_phase``); the worker samples
-actions from a distribution padded to the *whole* batch (its shard's parameters in its rows)
-and keeps its rows (``draw_as_whole_batch``). Torch's samplers consume random numbers by
-position, not by value, so every row gets the number it would get in one process, for any
-number of shards. A shard re-sampled from the same ``ShardPhase`` (an actor restarted after a
-crash) gives bitwise the same rows.
+as ``VectorSampler`` does and hands every shard its slice (``split_phase``); the worker runs
+the policy, the draw and the log-probabilities on the *whole* batch's shapes, its shard's
+observations and parameters in their rows, and keeps its rows (``base.WholeBatch``), so every
+row gets the bits it would get in one process, for any number of shards. A shard re-sampled
+from the same ``ShardPhase`` (an actor restarted after a crash) gives bitwise the same rows.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import weakref
 from collections.abc import Sequence
@@ -27,12 +25,13 @@ from torch import nn
 
 from meta_rl.episodes import Episodes
 from meta_rl.finite import check_episodes
-from meta_rl.functional import Params, TaskForward, flatten_distribution, shared_params
+from meta_rl.functional import Params, TaskForward, shared_params
 from meta_rl.samplers.base import (
     ActionBounds,
     EnvBatch,
     EpisodeArrays,
     Sampler,
+    WholeBatch,
     arrays_to_episodes,
     rollout,
 )
@@ -87,41 +86,6 @@ def split_phase(
     ]
 
 
-def _pad_to_batch(leaf: torch.Tensor, num_tasks: int, offset: int) -> torch.Tensor:
-    """``leaf[n, ...]`` placed at rows ``offset:offset+n`` of ``[num_tasks, ...]``; other rows
-    repeat row 0, so they are valid distribution parameters whatever the family."""
-    full = leaf[:1].expand(num_tasks, *leaf.shape[1:]).clone()
-    full[offset : offset + len(leaf)] = leaf
-    return full
-
-
-def draw_as_whole_batch(
-    num_tasks: int, offset: int, dist: torch.distributions.Distribution
-) -> torch.Tensor:
-    """Actions for a shard's tasks, drawn as one process sampling all tasks would draw them."""
-    leaves, rebuild = flatten_distribution(dist)
-    padded = rebuild([_pad_to_batch(leaf, num_tasks, offset) for leaf in leaves])
-    return padded.sample()[offset : offset + len(leaves[0])]
-
-
-def as_one_of_two(task_forward: TaskForward) -> TaskForward:
-    """``task_forward`` for a shard of one task whose batch holds a parameter set per task.
-
-    One task's parameters look shared to ``shared_params`` (there is nothing to differ from),
-    and the shared path multiplies by another kernel than the per-task batched product the
-    whole batch takes, so the shard would differ from it in the last bit. Run beside a second,
-    different parameter set, the task takes the whole batch's path; the partner is dropped.
-    """
-
-    def forward(policy: nn.Module, params: Params, obs: torch.Tensor, task_dim: int) -> Any:
-        pair = {name: torch.cat([value, value + 1]) for name, value in params.items()}
-        dist = task_forward(policy, pair, torch.cat([obs, obs], dim=task_dim), task_dim)
-        leaves, rebuild = flatten_distribution(dist)
-        return rebuild([leaf.narrow(task_dim, 0, 1) for leaf in leaves])
-
-    return forward
-
-
 def _tensor(array: np.ndarray) -> torch.Tensor:
     # arrays from Ray's object store are read-only views; torch wants to own writable memory
     return torch.from_numpy(array if array.flags.writeable else array.copy())
@@ -148,11 +112,9 @@ def sample_shard(
         phase.reset_seeds,
         phase.torch_seed,
         device=torch.device("cpu"),
-        draw_action=functools.partial(draw_as_whole_batch, phase.num_tasks, phase.offset),
+        whole_batch=WholeBatch(phase.num_tasks, phase.offset, phase.per_task),
         stop_when_done=False,
-        task_forward=as_one_of_two(task_forward)
-        if phase.per_task and len(phase.tasks) == 1 and phase.num_tasks > 1
-        else task_forward,
+        task_forward=task_forward,
         clip_to=clip_to,
     )
 
