@@ -3,7 +3,8 @@
 Every check here runs before anything is written, so a refused command leaves the disk as it
 was: a new run never lands in a directory that holds another run (unless ``overwrite``, which
 empties it first), and a resumed run must have the config its checkpoint was trained with,
-apart from the keys that change how long or how fast it runs (``RESUMABLE_KEYS``).
+apart from the keys that change how long or how fast it runs (``RESUMABLE_KEYS``); and not
+even its length where a setting left null follows it (Reptile's eps schedule).
 """
 
 from __future__ import annotations
@@ -148,6 +149,15 @@ def plan_run(
         raise RunDirError(
             f"{run_dir}: cannot resume with a different config: {'; '.join(changed)} "
             f"(a resume may change only {', '.join(RESUMABLE_KEYS)})"
+        )
+    follower = config.algo.follows_run_length()
+    started_with = stored["train"]["iterations"]
+    if follower is not None and started_with != total:
+        raise RunDirError(
+            f"{run_dir}: cannot resume with train.iterations {started_with} -> {total}: "
+            f"algo.{follower} is null, so it is train.iterations, and the iterations already "
+            f"run followed a schedule of {started_with} (start a new run, or set "
+            f"algo.{follower} when starting one)"
         )
     return RunPlan(run_dir, total, checkpoint=path, state=state)
 

@@ -277,3 +277,16 @@ def test_reproduce_ml10_tiny_reports_success_on_training_and_held_out_tasks(tmp_
     assert "Published (not measured here): MAML-TRPO meta-test success 31.6-36 %" in markdown
     with Image.open(tmp_path / "results" / "metaworld_ml10_tiny_success.png") as image:
         assert image.format == "PNG"
+
+
+def test_extending_a_run_whose_schedule_follows_its_length_is_one_line_not_a_hybrid(tmp_path):
+    """A longer budget over a work dir whose Reptile run anneals eps over its own length would
+    resume it on another schedule; ``train_or_reuse`` stops with the trainer's one line."""
+    from meta_rl.config import load_config
+
+    script = load_script()
+    path = ROOT / "experiments" / "configs" / "reptile_navigation2d_ci.yaml"
+    small = ["train.meta_batch_size=2", "train.episodes_per_task=2", "env.max_episode_steps=5"]
+    script.train_or_reuse(load_config(path, [*small, "train.iterations=1"]), tmp_path / "r")
+    with pytest.raises(SystemExit, match=r"train.iterations 1 -> 2: .*another --work-dir"):
+        script.train_or_reuse(load_config(path, [*small, "train.iterations=2"]), tmp_path / "r")

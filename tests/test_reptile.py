@@ -18,6 +18,7 @@ from meta_rl.algorithms.reptile import Reptile, ReptileLearner, ReptileSettings
 from meta_rl.checkpoint import find_latest, load_checkpoint
 from meta_rl.config import load_config
 from meta_rl.episodes import Episodes
+from meta_rl.runs import RunDirError
 from meta_rl.trainer import train
 
 CI_CONFIG = Path(__file__).parents[1] / "experiments" / "configs" / "reptile_navigation2d_ci.yaml"
@@ -237,6 +238,26 @@ def test_reptile_resume_is_bitwise(tmp_path):
     assert [r["return_post_adapt"] for r in rows(straight)] == [
         r["return_post_adapt"] for r in rows(half)
     ]
+
+
+def test_a_run_whose_eps_schedule_follows_its_length_cannot_change_it_on_resume(tmp_path):
+    """``outer_anneal_iterations: null`` anneals eps over ``train.iterations``: 2 iterations
+    extended to 4 would have run their first 2 on a schedule of 2 (eps 1, 0.5) and a fresh 4
+    on one of 4 (eps 1, 0.75), so the resume is refused before anything is written."""
+    overrides = ["train.meta_batch_size=2", "train.episodes_per_task=2", "env.max_episode_steps=10"]
+    short = load_config(CI_CONFIG, [*overrides, "train.iterations=2"])
+    assert short.algo.outer_anneal_iterations is None
+    run_dir = train(short, run_dir=tmp_path / "run")
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    longer = replace(short, train=replace(short.train, iterations=4))
+    with pytest.raises(RunDirError, match=r"train.iterations 2 -> 4: algo.outer_anneal_iterations"):
+        train(longer, resume=run_dir)
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+    train(short, resume=run_dir)  # the same length: nothing to do, no error
+    fixed = replace(short, algo=replace(short.algo, outer_anneal_iterations=2))
+    assert fixed.algo.follows_run_length() is None  # an explicit schedule may be run longer
+    constant = replace(short.algo, outer_lr_final=short.algo.outer_lr)
+    assert constant.follows_run_length() is None  # so may a constant eps
 
 
 CONFIGS = Path(__file__).parents[1] / "experiments" / "configs"

@@ -50,6 +50,11 @@ class PolicyGradientSettings:
     normalize_advantages: Bool = True
     """standardise advantages per task before each loss"""
 
+    def follows_run_length(self) -> str | None:
+        """The field left null that takes ``train.iterations`` as its value, if any: a run
+        cannot change its length on resume without changing what its first iterations ran."""
+        return None
+
 
 @dataclass(config=STRICT, frozen=True)
 class MAMLTRPOSettings(PolicyGradientSettings):
@@ -112,6 +117,12 @@ class ReptileSettings(PolicyGradientSettings):
     """with sb3_algo: environment steps of each task's SB3 learn()"""
     sb3_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     """with sb3_algo: extra SB3 constructor kwargs (n_steps, batch_size, n_epochs, ...)"""
+
+    def follows_run_length(self) -> str | None:
+        annealed = self.outer_lr_final != self.outer_lr
+        return (
+            "outer_anneal_iterations" if annealed and self.outer_anneal_iterations is None else None
+        )
 
     @model_validator(mode="after")
     def _needs_an_inner_step(self) -> ReptileSettings:
