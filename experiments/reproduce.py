@@ -153,9 +153,9 @@ _ML10_SMALL_OVERRIDES = (
     "train.meta_batch_size=10",
     "train.checkpoint_every=5",
 )
-# "long": 3 M env steps for each method (MAML-TRPO 30 iterations; Reptile, whose iteration
-# samples twice as many episodes, 15), the pretrained baseline matched to them. It extends
-# "small": a work dir holding the small runs resumes them (resume is bitwise).
+# "long": 2 M env steps for each method (MAML-TRPO 20 iterations; Reptile, whose iteration
+# samples twice as many episodes, 10 as in "small"), the pretrained baseline matched to them.
+# A work dir holding the small runs extends MAML-TRPO's (resume is bitwise) and reuses Reptile's.
 _ML10_LONG_OVERRIDES = ("train.meta_batch_size=10", "train.checkpoint_every=5")
 _ML10_BUDGETS = {
     **_METAWORLD_BUDGETS,
@@ -166,8 +166,8 @@ _ML10_BUDGETS = {
         eval_episodes=10,
     ),
     "long": Budget(
-        ("train.iterations=30", *_ML10_LONG_OVERRIDES),
-        reptile_overrides=("train.iterations=15", *_ML10_LONG_OVERRIDES),
+        ("train.iterations=20", *_ML10_LONG_OVERRIDES),
+        reptile_overrides=("train.iterations=10", *_ML10_LONG_OVERRIDES),
         eval_tasks=10,
         eval_episodes=10,
     ),
