@@ -267,7 +267,9 @@ def rollout(
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(torch_seed)
         for t in range(horizon):
-            obs = torch.from_numpy(observations[t, rows]).to(device)
+            # a fresh (aligned) copy, not a view at step t's offset: MKL's products round by
+            # the data's alignment on some CPUs (AMD EPYC), and a shard's padded copy is aligned
+            obs = torch.from_numpy(observations[t, rows]).to(device, copy=True)
             obs = whole.pad(obs.view(num_tasks, episodes_per_task, obs_dim))
             if recurrent:
                 dist, state = task_step(policy, params, obs, state)
