@@ -90,7 +90,9 @@ class WholeBatch:
     batch's shapes and keeps its own rows. Torch's CPU kernels round by position: a
     vectorised body and a scalar tail disagree in the last bit (``exp``, ``sigmoid``, ...),
     and the matrix products pick kernels by shape. Only the same layout gives every row the
-    bits it gets when one process samples the whole batch; and torch's samplers consume
+    bits it gets when one process samples the whole batch (``rollout`` also hands the policy
+    a fresh copy of each step's observations, since MKL rounds by the data's alignment on
+    some CPUs and a padded shard's rows are a fresh copy); and torch's samplers consume
     random numbers by position, so the padded draw gives every row its own number too.
     ``per_task``: the whole batch's tasks hold parameter sets of their own, so the padding
     must not make the batch look shared (``shared_params`` takes another kernel).
