@@ -118,30 +118,36 @@ _MUJOCO_LONG = Budget(
     eval_tasks=20,
     eval_episodes=10,
 )
+
+
+def _with_iterations(budget: Budget, iterations: int) -> Budget:
+    """``budget`` with its meta-learner's ``train.iterations`` replaced."""
+    return dataclasses.replace(
+        budget,
+        overrides=tuple(
+            f"train.iterations={iterations}" if o.startswith("train.iterations=") else o
+            for o in budget.overrides
+        ),
+    )
+
+
+def _on_raw_samples(budget: Budget) -> Budget:
+    """``budget`` trained on raw samples (clip_actions_halfcheetah_dir_long.md: HalfCheetahDir
+    learns far better so), every method scored with clipped actions as in ``budget``."""
+    return dataclasses.replace(
+        budget, overrides=(*budget.overrides, "train.clip_actions=false"), eval_clip_actions=True
+    )
+
+
 # The Ant steps several times slower than HalfCheetah: half the iterations fit the same hour.
-_ANT_LONG = dataclasses.replace(
-    _MUJOCO_LONG,
-    overrides=tuple(
-        "train.iterations=200" if o.startswith("train.iterations=") else o
-        for o in _MUJOCO_LONG.overrides
-    ),
-)
-# "long" trained on raw samples (clip_actions_halfcheetah_dir_long.md: HalfCheetahDir learns
-# far better so), every method scored with clipped actions as in "long"
-_MUJOCO_LONG_RAW = dataclasses.replace(
-    _MUJOCO_LONG,
-    overrides=(*_MUJOCO_LONG.overrides, "train.clip_actions=false"),
-    eval_clip_actions=True,
-)
-# "long_raw" with twice the iterations (32 M env steps on HalfCheetah): a work dir holding the
-# long_raw run extends it (resume is bitwise) and reuses its baselines (the same specs)
-_MUJOCO_LONGER_RAW = dataclasses.replace(
-    _MUJOCO_LONG_RAW,
-    overrides=tuple(
-        "train.iterations=800" if o.startswith("train.iterations=") else o
-        for o in _MUJOCO_LONG_RAW.overrides
-    ),
-)
+_ANT_LONG = _with_iterations(_MUJOCO_LONG, 200)
+_MUJOCO_LONG_RAW = _on_raw_samples(_MUJOCO_LONG)
+_ANT_LONG_RAW = _on_raw_samples(_ANT_LONG)
+# twice long_raw's iterations: a work dir holding the long_raw run extends it (resume is
+# bitwise) and reuses its baselines (the same specs)
+_MUJOCO_LONGER_RAW = _with_iterations(_MUJOCO_LONG_RAW, 800)
+_ANT_LONGER_RAW = _with_iterations(_ANT_LONG_RAW, 400)
+
 _MUJOCO_BUDGETS = {
     "small": Budget(_MUJOCO_SMALL_OVERRIDES, eval_tasks=20, eval_episodes=10),
     "long": _MUJOCO_LONG,
@@ -251,12 +257,22 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark(
             "ant_dir",
             "ant_dir",
-            {**_MUJOCO_BUDGETS, "long": _ANT_LONG},
+            {
+                **_MUJOCO_BUDGETS,
+                "long": _ANT_LONG,
+                "long_raw": _ANT_LONG_RAW,
+                "longer_raw": _ANT_LONGER_RAW,
+            },
         ),
         Benchmark(
             "ant_vel",
             "ant_vel",
-            {**_MUJOCO_BUDGETS, "long": _ANT_LONG},
+            {
+                **_MUJOCO_BUDGETS,
+                "long": _ANT_LONG,
+                "long_raw": _ANT_LONG_RAW,
+                "longer_raw": _ANT_LONGER_RAW,
+            },
         ),
         *(
             Benchmark(
