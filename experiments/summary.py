@@ -33,6 +33,7 @@ TITLE = re.compile(
     r"^# (?P<benchmark>\S+): adaptation on held-out tasks \((?P<budget>\w+) budget\)"
 )
 CELL = re.compile(r"^(?P<mean>-?[\d.]+)%? ± (?P<ci>[\d.]+)%?")
+PAIRED = re.compile(r"^Paired over the same held-out tasks .*\(its best\): (?P<diff>\S+ ± \S+) ")
 ORDER = ("navigation2d", "halfcheetah_vel", "halfcheetah_dir", "ant_vel", "ant_dir")
 
 
@@ -49,6 +50,7 @@ class Result:
     paper_share: str | None  # "1.0%": MAML-TRPO's env steps as a share of the paper's budget
     fair_baselines: bool  # False: a table from before issue 17's baselines (fixed PPO budget)
     oracle_flat: bool | None  # None: no oracle
+    paired: str | None = None  # "+21.3 ± 19.6": MAML-TRPO minus pretrained, task by task
 
 
 def _rows(lines: list[str], start: int) -> tuple[dict[str, list[str]], int]:
@@ -82,6 +84,7 @@ def parse(path: Path) -> Result | None:
     success = _rows(lines, headers[1])[0] if len(headers) > 1 else {}
     text = "\n".join(lines)
     share = re.search(r"MAML-TRPO here: [^,]+, ([\d.]+%) of it", text)
+    paired = next((m["diff"] for line in lines if (m := PAIRED.match(line))), None)
     return Result(
         stem=path.stem,
         benchmark=title["benchmark"],
@@ -92,6 +95,7 @@ def parse(path: Path) -> Result | None:
         paper_share=share[1] if share else None,
         fair_baselines="settings:" in text,
         oracle_flat=None if "oracle" not in table else "stopped: flattened" in text,
+        paired=paired,
     )
 
 
@@ -182,6 +186,7 @@ def table(results: list[Result], benchmarks: dict[str, Any]) -> str:
         else:
             flat = "flat" if r.oracle_flat else "cap, not flat"
             oracle_cell = f"{oracle[0][0]:+.1f} / {oracle[1][0]:+.1f} ({flat})"
+        paired_note = f" (paired over tasks: {r.paired})" if r.paired else ""
         benchmark = benchmarks.get(r.benchmark)
         said = benchmark.paper if benchmark else {}
         paper_cell = ", ".join(
@@ -191,7 +196,7 @@ def table(results: list[Result], benchmarks: dict[str, Any]) -> str:
         ) or (benchmark.published if benchmark else "")
         lines.append(
             f"| {r.benchmark} | {budget} | {cell} | {pre_cell} | {oracle_cell} | "
-            f"{paper_cell or '-'} | {ANIL.get(r.benchmark, '-')} | {verdict(r)} |"
+            f"{paper_cell or '-'} | {ANIL.get(r.benchmark, '-')} | {verdict(r)}{paired_note} |"
         )
     return "\n".join(lines)
 

@@ -290,3 +290,32 @@ def test_extending_a_run_whose_schedule_follows_its_length_is_one_line_not_a_hyb
     script.train_or_reuse(load_config(path, [*small, "train.iterations=1"]), tmp_path / "r")
     with pytest.raises(SystemExit, match=r"train.iterations 1 -> 2: .*another --work-dir"):
         script.train_or_reuse(load_config(path, [*small, "train.iterations=2"]), tmp_path / "r")
+
+
+def test_the_paired_difference_is_over_the_same_tasks_and_reaches_the_readme_row(tmp_path):
+    """Task by task: a constant gap has no spread, whatever the spread between tasks."""
+    from meta_rl.evaluation import AdaptationCurve
+
+    script, summary = load_script(), load_summary()
+    tasks = [-100.0, -50.0, 0.0, 40.0]  # wide between tasks: the two intervals overlap
+    maml = AdaptationCurve("maml_trpo", [0.1] * 3, [[t - 9 for t in tasks], tasks, tasks, tasks])
+    pre = AdaptationCurve(
+        "pretrained", [0.1] * 3, [[t - 5 for t in tasks], [t - 7 for t in tasks]] * 2
+    )
+    (line, _) = script.paired_lines([maml, pre])
+    assert line.startswith(
+        "Paired over the same held-out tasks (return): MAML-TRPO after one step minus the "
+        "pretrained baseline after 0 steps (its best): +5.0 ± 0.0 (95 % Student-t interval of "
+        "the 4 per-task differences; MAML-TRPO higher on 4 of 4)."
+    )
+    assert script.paired_lines([maml]) == []
+    table = tmp_path / "b_long.md"
+    table.write_text(
+        "# b: adaptation on held-out tasks (long budget)\n\n"
+        "| method | after 0 steps | after 1 step | after 2 steps | after 3 steps | steps |\n"
+        "|---|---|---|---|---|---|\n"
+        "| maml_trpo | -10.0 ± 1.0 | -5.0 ± 1.0 | -5.0 ± 1.0 | -5.0 ± 1.0 | 1.00 M |\n\n"
+        f"{line}\n",
+        encoding="utf-8",
+    )
+    assert summary.parse(table).paired == "+5.0 ± 0.0"
