@@ -6,8 +6,9 @@ divided by that single-env rate times its processes (the issue's target: >= 90 %
 rate of as many envs per process as the sampler holds, stepped for one episode each (reset
 included) in that many forked processes at once: what the cores give together right now,
 neighbours included, for that much live physics state (hundreds of envs no longer fit in the
-CPU caches, which slows Meta-World's own step). ``--profile`` prints where one in-process
-sampling call spends its time.
+CPU caches, which slows Meta-World's own step). ``--raw-envs K ...`` also steps the same
+number of steps on K envs per process, for each K: how much the envs' number costs by itself.
+``--profile`` prints where one in-process sampling call spends its time.
 """
 
 from __future__ import annotations
@@ -111,6 +112,11 @@ def run(args: argparse.Namespace) -> None:
                 # one full episode per env, its reset included: what one sampling call does
                 episode = per_process * sampler.horizon
                 raw = ceiling(env_id, per_process, episode, procs, _raw_steps)
+                # the same steps on fewer live envs per process: what their number costs
+                fewer = {
+                    f"raw_{procs}x{k}env": ceiling(env_id, k, episode, procs, _raw_steps)
+                    for k in args.raw_envs
+                }
                 seconds, steps = once()
                 rate = steps / seconds
                 rows.append(
@@ -119,6 +125,7 @@ def run(args: argparse.Namespace) -> None:
                         "round": round_,
                         "procs": procs,
                         "raw_1env": single,
+                        **fewer,
                         f"raw_{procs}x{per_process}env": raw,
                         "sampler": rate,
                         "of_1env_x_procs": rate / (single * procs),
@@ -148,5 +155,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--backends", nargs="+", default=["process", "vector"])
     s.add_argument("--repeats", type=int, default=2, help="rounds of raw, then sampler")
     s.add_argument("--raw-steps", type=int, default=20_000, help="steps of the 1-env raw loop")
+    s.add_argument(
+        "--raw-envs",
+        type=int,
+        nargs="+",
+        default=[],
+        help="also step the processes' steps raw on K envs per process, for each K",
+    )
     s.add_argument("--profile", action="store_true", help="cProfile one vector sampling call")
     s.set_defaults(fn=run)
