@@ -5,9 +5,9 @@ reset at the horizon, as a sampler does, with no policy and no wrapper. A sample
 divided by that single-env rate times its processes (the issue's target: >= 90 %), and by the
 rate of as many envs per process as the sampler holds, stepped for one episode each (reset
 included) in that many forked processes at once: what the cores give together right now,
-neighbours included, for that much live physics state (hundreds of envs no longer fit in the
-CPU caches, which slows Meta-World's own step). ``--raw-envs K ...`` also steps the same
-number of steps on K envs per process, for each K: how much the envs' number costs by itself.
+neighbours included, for that much live physics state. ``--raw-envs K ...`` also steps the
+same number of steps on K envs per process, for each K: how much the envs' number costs by
+itself (``benchmarks/RESULTS.md``).
 ``--profile`` prints where one in-process sampling call spends its time.
 """
 

@@ -502,10 +502,13 @@ def paired_lines(curves: Sequence[Any]) -> list[str]:
     if maml is None or pretrained is None:
         return []
     by_success = maml.task_success is not None and pretrained.task_success is not None
-    values = (lambda c: c.task_success) if by_success else (lambda c: c.task_returns)
-    stats = pretrained.success_ci() if by_success else pretrained.mean_ci()
-    best = max(range(len(stats)), key=lambda k: stats[k][0])
-    diffs = [a - b for a, b in zip(values(maml)[1], values(pretrained)[best], strict=True)]
+    ours, theirs = (
+        (maml.task_success, pretrained.task_success)
+        if by_success
+        else (maml.task_returns, pretrained.task_returns)
+    )
+    best = max(range(len(theirs)), key=lambda k: sum(theirs[k]) / len(theirs[k]))
+    diffs = [a - b for a, b in zip(ours[1], theirs[best], strict=True)]
     mean, half = confidence_interval(diffs)
     form = "{:+.1%}" if by_success else "{:+.1f}"
     metric = "success rate" if by_success else "return"
