@@ -105,16 +105,18 @@ _MUJOCO_SMALL_OVERRIDES = (
 )
 # "long": 10 tasks x 10 episodes x 400 iterations (16 M env steps on HalfCheetah), the batched
 # MuJoCo backend in 2 worker processes (same episodes as vector); SB3 PPO at the RL Zoo's own
-# budget for HalfCheetah (1 M env steps), since matching 16 M would take hours here.
+# budget for HalfCheetah (1 M env steps), since matching 16 M would take hours here. Reptile
+# samples 4 batches per iteration (3 inner steps and the post-adaptation one) against
+# MAML-TRPO's 2, so half the iterations give it the same env steps.
+_MUJOCO_LONG_SAMPLING = ("train.checkpoint_every=25", "train.sampler=mujoco", "train.num_workers=2")
 _MUJOCO_LONG = Budget(
     (
         "train.iterations=400",
         "train.meta_batch_size=10",
         "train.episodes_per_task=10",
-        "train.checkpoint_every=25",
-        "train.sampler=mujoco",
-        "train.num_workers=2",
+        *_MUJOCO_LONG_SAMPLING,
     ),
+    reptile_overrides=("train.iterations=200", *_MUJOCO_LONG_SAMPLING),
     ppo_timesteps=1_000_000,
     eval_tasks=20,
     eval_episodes=10,
@@ -122,21 +124,32 @@ _MUJOCO_LONG = Budget(
 
 
 def _with_iterations(budget: Budget, iterations: int) -> Budget:
-    """``budget`` with its meta-learner's ``train.iterations`` replaced."""
+    """``budget`` with MAML-TRPO's ``train.iterations`` replaced, and Reptile's in proportion."""
+    prefix = "train.iterations="
+
+    def count(overrides: tuple[str, ...]) -> int:
+        return next(int(o.removeprefix(prefix)) for o in overrides if o.startswith(prefix))
+
+    def replaced(overrides: tuple[str, ...], new_count: int) -> tuple[str, ...]:
+        return tuple(f"{prefix}{new_count}" if o.startswith(prefix) else o for o in overrides)
+
+    reptile = budget.reptile_overrides
+    if any(o.startswith(prefix) for o in reptile):
+        reptile = replaced(reptile, count(reptile) * iterations // count(budget.overrides))
     return dataclasses.replace(
-        budget,
-        overrides=tuple(
-            f"train.iterations={iterations}" if o.startswith("train.iterations=") else o
-            for o in budget.overrides
-        ),
+        budget, overrides=replaced(budget.overrides, iterations), reptile_overrides=reptile
     )
 
 
 def _on_raw_samples(budget: Budget) -> Budget:
     """``budget`` trained on raw samples (clip_actions_halfcheetah_dir_long.md: HalfCheetahDir
     learns far better so), every method scored with clipped actions as in ``budget``."""
+    raw = "train.clip_actions=false"
     return dataclasses.replace(
-        budget, overrides=(*budget.overrides, "train.clip_actions=false"), eval_clip_actions=True
+        budget,
+        overrides=(*budget.overrides, raw),
+        reptile_overrides=(*budget.reptile_overrides, raw),
+        eval_clip_actions=True,
     )
 
 

@@ -111,6 +111,32 @@ def test_budgets_name_existing_configs_and_small_is_the_default():
         script.main(["--benchmark", "navigation2d", "--budget", "long"])
 
 
+def test_reptile_gets_the_meta_learners_env_steps_and_sampling_on_the_long_mujoco_budgets():
+    """Both sample one batch per inner step and one after adaptation: at equal env steps
+    Reptile (3 inner steps) runs half MAML-TRPO's iterations, with its sampler and actions."""
+    from meta_rl.config import load_config
+
+    script = load_script()
+
+    def planned_env_steps(config) -> int:
+        train = config.train
+        batches = config.algo.num_inner_steps + 1
+        return train.iterations * train.meta_batch_size * train.episodes_per_task * batches
+
+    for name in ("halfcheetah_vel", "halfcheetah_dir"):
+        benchmark = script.BENCHMARKS[name]
+        for key, budget in benchmark.budgets.items():
+            if not key.startswith("long"):
+                continue
+            maml = load_config(script._config_path("maml", benchmark, budget), budget.overrides)
+            reptile_path = script._config_path("reptile", benchmark, budget)
+            reptile = load_config(reptile_path, budget.reptile_overrides)
+            assert planned_env_steps(reptile) == planned_env_steps(maml) > 0, (name, key)
+            for setting in ("sampler", "num_workers", "clip_actions", "checkpoint_every"):
+                assert getattr(reptile.train, setting) == getattr(maml.train, setting), setting
+            assert reptile.env.max_episode_steps == maml.env.max_episode_steps
+
+
 def _curve(method, means, **info):
     from meta_rl.evaluation import AdaptationCurve
 
