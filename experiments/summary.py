@@ -4,7 +4,7 @@
     python experiments/summary.py --check    # exit 1 if README.md's table is out of date
 
 Every cell comes from ``experiments/results/<stem>.md`` (and its ``_seeds.md`` spread when
-there is one); the paper's values come from ``reproduce.BENCHMARKS`` and the ANIL paper's from
+there is one, else each ``_seed<N>.md`` on its own); the paper's values come from ``reproduce.BENCHMARKS`` and the ANIL paper's from
 ``ANIL`` below. The verdict of a row is computed, never written: see ``verdict``.
 """
 
@@ -142,10 +142,22 @@ def _cell(values: list[tuple[float, float]], steps: tuple[int, ...], percent: bo
     return " -> ".join(form.format(values[k][0]) for k in steps)
 
 
-def _seeds_note(result: Result) -> str:
-    path = RESULTS / f"{result.stem}_seeds.md"
+def _seeds_note(result: Result, results_dir: Path = RESULTS) -> str:
+    """The spread over seeds from ``_seeds.md``; without one, each other seed's table alone
+    (one step and its verdict), so a row never hides a seed that was run."""
+    path = results_dir / f"{result.stem}_seeds.md"
     if not path.is_file():
-        return ""
+        seeds = {
+            int(match[1]): path
+            for path in results_dir.glob(f"{result.stem}_seed*.md")
+            if (match := re.fullmatch(r".*_seed(\d+)", path.stem))
+        }
+        notes = []
+        for seed, other in sorted(seeds.items()):
+            if (r := parse(other)) is not None:
+                one_step = r.returns["maml_trpo"][1][0]
+                notes.append(f"; seed {seed}: {one_step:+.1f}, {verdict(r).split(':')[0]}")
+        return "".join(notes)
     lines = path.read_text(encoding="utf-8").splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("| method |"))
     rows, _ = _rows(lines, header)

@@ -345,3 +345,33 @@ def test_the_paired_difference_is_over_the_same_tasks_and_reaches_the_readme_row
         encoding="utf-8",
     )
     assert summary.parse(table).paired == "+5.0 ± 0.0"
+
+
+def test_a_row_names_each_other_seed_when_there_is_no_spread_over_seeds(tmp_path):
+    summary = load_summary()
+
+    def write(stem: str, one_step: float) -> Path:
+        path = tmp_path / f"{stem}.md"
+        path.write_text(
+            "# b: adaptation on held-out tasks (long budget)\n\n"
+            "| method | after 0 steps | after 1 step | after 2 steps | after 3 steps | steps |\n"
+            "|---|---|---|---|---|---|\n"
+            f"| maml_trpo | -10.0 ± 1.0 | {one_step} ± 1.0 | -5.0 ± 1.0 | -5.0 ± 1.0 | 1.00 M |\n"
+            "| pretrained | -20.0 ± 1.0 | -20.0 ± 1.0 | -20.0 ± 1.0 | -20.0 ± 1.0 | 1.00 M |\n\n"
+            "- pretrained: SB3 PPO; settings: RL Baselines3 Zoo\n",
+            encoding="utf-8",
+        )
+        return path
+
+    first = summary.parse(write("b_long", -5.0))
+    write("b_long_seed10", -19.5)
+    write("b_long_seed2", 7.25)
+    assert summary._seeds_note(first, tmp_path) == (
+        "; seed 2: +7.2, reproduced; seed 10: -19.5, not at this budget"
+    )
+    (tmp_path / "b_long_seeds.md").write_text(
+        "| method | after 0 steps | after 1 step |\n|---|---|---|\n"
+        "| maml_trpo | -10.0 ± 0.0 (n=3) | -5.8 ± 13.4 (n=3) |\n",
+        encoding="utf-8",
+    )
+    assert summary._seeds_note(first, tmp_path) == "; 3 seeds: -5.8 ± 13.4 (sd)"
