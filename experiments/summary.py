@@ -4,8 +4,9 @@
     python experiments/summary.py --check    # exit 1 if README.md's table is out of date
 
 Every cell comes from ``experiments/results/<stem>.md`` (and its ``_seeds.md`` spread when
-there is one, else each ``_seed<N>.md`` on its own); the paper's values come from ``reproduce.BENCHMARKS`` and the ANIL paper's from
-``ANIL`` below. The verdict of a row is computed, never written: see ``verdict``.
+there is one, else each ``_seed<N>.md`` on its own); the paper's values come from
+``reproduce.BENCHMARKS`` and the ANIL paper's from ``ANIL`` below. The verdict of a row is
+computed, never written: see ``verdict``.
 """
 
 from __future__ import annotations
