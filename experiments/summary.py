@@ -35,6 +35,7 @@ TITLE = re.compile(
 )
 CELL = re.compile(r"^(?P<mean>-?[\d.]+)%? ± (?P<ci>[\d.]+)%?")
 PAIRED = re.compile(r"^Paired over the same held-out tasks .*\(its best\): (?P<diff>\S+ ± \S+) ")
+SEED_STEM = re.compile(r"_seed(\d+)$")  # reproduce.result_stem's suffix for seeds but 1
 ORDER = ("navigation2d", "halfcheetah_vel", "halfcheetah_dir", "ant_vel", "ant_dir")
 
 
@@ -146,20 +147,20 @@ def _cell(values: list[tuple[float, float]], steps: tuple[int, ...], percent: bo
 def _seeds_note(result: Result, results_dir: Path = RESULTS) -> str:
     """The spread over seeds from ``_seeds.md``; without one, each other seed's table alone
     (one step and its verdict), so a row never hides a seed that was run."""
-    path = results_dir / f"{result.stem}_seeds.md"
-    if not path.is_file():
+    spread = results_dir / f"{result.stem}_seeds.md"
+    if not spread.is_file():
         seeds = {
-            int(match[1]): path
-            for path in results_dir.glob(f"{result.stem}_seed*.md")
-            if (match := re.fullmatch(r".*_seed(\d+)", path.stem))
+            int(match[1]): table
+            for table in results_dir.glob(f"{result.stem}_seed*.md")
+            if (match := SEED_STEM.search(table.stem))
         }
         notes = []
-        for seed, other in sorted(seeds.items()):
-            if (r := parse(other)) is not None:
+        for seed, table in sorted(seeds.items()):
+            if (r := parse(table)) is not None:
                 one_step = r.returns["maml_trpo"][1][0]
                 notes.append(f"; seed {seed}: {one_step:+.1f}, {verdict(r).split(':')[0]}")
         return "".join(notes)
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = spread.read_text(encoding="utf-8").splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("| method |"))
     rows, _ = _rows(lines, header)
     cell = rows["maml_trpo"][1]  # "-20.1 ± 0.7 (n=3)"
@@ -219,7 +220,9 @@ def collect() -> list[Result]:
     results = [
         r
         for path in sorted(RESULTS.glob("*.md"))
-        if not re.search(r"_seed\d+$|_seeds$", path.stem) and (r := parse(path)) is not None
+        if not SEED_STEM.search(path.stem)
+        and not path.stem.endswith("_seeds")
+        and (r := parse(path)) is not None
     ]
 
     def key(r: Result) -> tuple[int, str, float]:
